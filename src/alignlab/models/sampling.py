@@ -1,0 +1,343 @@
+"""Sampling with per-token log-probs, top-k alternatives and a token-by-token stream.
+
+For every generated token we record its id and text, its log-prob under the raw model
+(temperature 1, no truncation: the quantity KL accounting needs), its log-prob under the
+distribution actually sampled from (temperature, top-k, top-p), and the model's top
+alternatives at that position. Each row of a batch draws from its own seeded generator, so a
+prompt sampled in a batch gets the same tokens as when sampled alone with the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from alignlab.models.forward import hidden_states, output_logits
+
+# Top-p without a full sort: look for the nucleus among the top candidates first and widen only
+# when they do not hold enough mass. A full sort of 262,144 logits costs ~10 ms a row here.
+NUCLEUS_CANDIDATES = (1024, 16384)
+
+
+@dataclass
+class SampleConfig:
+    """How to sample continuations."""
+
+    max_new_tokens: int = field(default=48, metadata={"aliases": ["--max-tokens"]})
+    """Largest number of tokens generated per continuation."""
+    min_new_tokens: int = 0
+    """End-of-sequence is not allowed before this many tokens."""
+    temperature: float = 1.0
+    """Logits are divided by this before sampling; 0 means greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = off)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens before top-p (0 = off)."""
+    stop: list[str] = field(default_factory=list)
+    """Stop a continuation once its text contains any of these strings (the string is kept)."""
+    seed: int = 0
+    """Row i of a batch samples with seed + i, so results reproduce and do not depend on batching."""
+    alternatives: int = 5
+    """How many top alternatives (by raw log-prob) to record for each generated token."""
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, naming the field."""
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens is {self.max_new_tokens}; it must be at least 1")
+        if self.temperature < 0:
+            raise ValueError(f"temperature is {self.temperature}; use 0 (greedy) or a positive value")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p is {self.top_p}; it must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k is {self.top_k}; use 0 (off) or a positive count")
+        if self.alternatives < 0:
+            raise ValueError(f"alternatives is {self.alternatives}; it must be 0 or more")
+        if any(not s for s in self.stop):
+            raise ValueError("stop contains an empty string; every stop string needs a character")
+
+
+@dataclass
+class Alternative:
+    id: int
+    text: str
+    logprob: float
+
+
+@dataclass
+class Token:
+    """One generated token."""
+
+    id: int
+    text: str
+    """The text this token added to the continuation ('' while a multi-byte character is incomplete)."""
+    logprob: float
+    """Log-prob under the raw model (temperature 1, no truncation)."""
+    sample_logprob: float
+    """Log-prob under the distribution sampled from (after temperature, top-k, top-p)."""
+    alternatives: list[Alternative]
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "text": self.text, "logprob": self.logprob,
+                "sample_logprob": self.sample_logprob,
+                "alternatives": [[a.id, a.text, a.logprob] for a in self.alternatives]}
+
+
+@dataclass
+class Completion:
+    """A sampled continuation of one prompt."""
+
+    prompt: str
+    prompt_ids: list[int]
+    text: str
+    tokens: list[Token]
+    finish_reason: str
+    """'eos' (the model ended it), 'stop' (a stop string appeared) or 'length' (max_new_tokens)."""
+    seed: int
+    stop_string: str | None = None
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [t.id for t in self.tokens]
+
+    @property
+    def logprob(self) -> float:
+        """Sum of raw-model log-probs of the generated tokens."""
+        return sum(t.logprob for t in self.tokens)
+
+    def to_dict(self) -> dict:
+        return {"prompt": self.prompt, "text": self.text, "finish_reason": self.finish_reason,
+                "stop_string": self.stop_string, "seed": self.seed, "logprob": self.logprob,
+                "prompt_ids": self.prompt_ids, "tokens": [t.to_dict() for t in self.tokens]}
+
+
+@dataclass
+class TokenEvent:
+    """What the stream yields: row ``row`` of the batch got ``token``; ``finish_reason`` is set on its last token."""
+
+    row: int
+    index: int
+    token: Token
+    finish_reason: str | None = None
+    stop_string: str | None = None
+
+
+def encode_prompt(tokenizer, prompt: str | Sequence[int]) -> list[int]:
+    """Token ids of a prompt, with the tokenizer's BOS; a list of ids is taken as it is."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    return list(prompt)
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    """Every id that ends a sequence for this model."""
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (B, T), padded on the left."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+class PieceText:
+    """Display text of single token ids (for alternatives), cached."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        text = self.cache.get(token_id)
+        if text is None:
+            piece = self.tokenizer.convert_ids_to_tokens(token_id)
+            text = self.tokenizer.convert_tokens_to_string([piece]) if piece is not None else ""
+            if piece and piece.startswith("\u2581"):
+                text = " " + text.lstrip(" ")
+            self.cache[token_id] = text
+        return text
+
+
+def _nucleus_mask(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep a token while the mass strictly before it (in descending order) is below top_p."""
+    before = sorted_probs.cumsum(-1) - sorted_probs
+    return before < top_p
+
+
+def choose_tokens(logits: torch.Tensor, config: SampleConfig, generators: Sequence[torch.Generator],
+                  banned: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pick one token per row. Returns (ids (B,), raw log-probs (B,), sampling log-probs (B,)).
+
+    ``logits`` is (B, V) float32. ``banned`` ids get probability zero in the sampling
+    distribution (not in the raw one): that is how min_new_tokens holds EOS back.
+    """
+    raw = torch.log_softmax(logits, dim=-1)  # (B, V)
+    scores = logits.clone()
+    if banned:
+        scores[:, list(banned)] = -math.inf
+    rows = logits.shape[0]
+    if config.temperature == 0:
+        ids = scores.argmax(-1)
+        return ids, raw.gather(1, ids[:, None])[:, 0], torch.zeros(rows)
+    scores = scores / config.temperature
+    uniform = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])  # (B,)
+    ids = torch.empty(rows, dtype=torch.long)
+    sample_lp = torch.empty(rows)
+    if config.top_k == 0 and config.top_p >= 1.0:
+        logp = torch.log_softmax(scores, dim=-1)  # (B, V)
+        cdf = logp.double().exp().cumsum(-1)
+        for r in range(rows):
+            i = int(torch.searchsorted(cdf[r], uniform[r] * cdf[r, -1]).clamp(max=cdf.shape[1] - 1))
+            while logp[r, i] == -math.inf:  # float edge: never land on a banned token
+                i -= 1
+            ids[r], sample_lp[r] = i, logp[r, i]
+        return ids, raw.gather(1, ids[:, None])[:, 0], sample_lp
+    full_lse = torch.logsumexp(scores, dim=-1, keepdim=True)  # (B, 1)
+    for r in range(rows):
+        widths = [config.top_k] if config.top_k else [*NUCLEUS_CANDIDATES, scores.shape[1]]
+        for width in widths:
+            width = min(width, scores.shape[1])
+            values, index = torch.topk(scores[r], width)  # sorted, descending
+            if config.top_k:
+                probs = torch.softmax(values, -1)  # top-p acts on the renormalised top-k
+            else:
+                probs = (values - full_lse[r]).exp()
+            if config.top_p < 1.0 and not config.top_k and probs.sum() < config.top_p and width < scores.shape[1]:
+                continue  # the nucleus reaches past these candidates: widen
+            keep = _nucleus_mask(probs, config.top_p) if config.top_p < 1.0 else torch.ones_like(probs, dtype=torch.bool)
+            keep &= values > -math.inf
+            kept = torch.where(keep, probs.double(), torch.zeros((), dtype=torch.float64))
+            cdf = kept.cumsum(-1)
+            j = int(torch.searchsorted(cdf, uniform[r] * cdf[-1]).clamp(max=int(keep.sum()) - 1))
+            ids[r] = index[j]
+            sample_lp[r] = float(math.log(kept[j] / cdf[-1]))
+            break
+    return ids, raw.gather(1, ids[:, None])[:, 0], sample_lp
+
+
+@torch.inference_mode()
+def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: SampleConfig | None = None,
+           seeds: Sequence[int] | None = None) -> Iterator[TokenEvent]:
+    """Sample continuations of ``prompts`` together, yielding each token as it is chosen.
+
+    Uses a KV cache: the prompts are encoded once, then one position per step.
+    """
+    config = config or SampleConfig()
+    config.check()
+    if not prompts:
+        return
+    prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
+    if any(not ids for ids in prompt_ids):
+        raise ValueError("a prompt encodes to no tokens; give text or a tokenizer that adds BOS")
+    seeds = list(seeds) if seeds is not None else [config.seed + i for i in range(len(prompts))]
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt")
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stops = eos_ids(model, tokenizer)
+    piece = PieceText(tokenizer)
+    device = next(model.parameters()).device
+
+    input_ids, mask = left_pad(prompt_ids, pad_id)
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    hidden, cache = hidden_states(model, input_ids, mask, positions, use_cache=True)
+    logits = output_logits(model, hidden[:, -1]).float().cpu()  # (B, V)
+
+    rows = len(prompts)
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    emitted = [""] * rows
+    active = [True] * rows
+    longest_stop = max((len(s) for s in config.stop), default=0)
+    next_pos = positions[:, -1:] + 1  # (B, 1)
+    for step in range(config.max_new_tokens):
+        banned = sorted(stops) if step < config.min_new_tokens else ()
+        ids, raw_lp, sample_lp = choose_tokens(logits, config, generators, banned)
+        if config.alternatives:
+            alt_lp, alt_ids = torch.topk(torch.log_softmax(logits, -1), config.alternatives, dim=-1)
+        for r in range(rows):
+            if not active[r]:
+                continue
+            token_id = int(ids[r])
+            generated[r].append(token_id)
+            finish, stop_hit = None, None
+            if token_id in stops:
+                text, finish = "", "eos"
+            else:
+                full = tokenizer.decode(generated[r], skip_special_tokens=True)
+                text = "" if full.endswith("\ufffd") else full[len(emitted[r]):]
+                if text:
+                    emitted[r] = full
+                for s in config.stop:
+                    if s in full[max(0, len(full) - len(text) - longest_stop):]:
+                        finish, stop_hit = "stop", s
+                        break
+            if finish is None and len(generated[r]) >= config.max_new_tokens:
+                finish = "length"
+            alternatives = [Alternative(int(i), piece(int(i)), float(lp))
+                            for lp, i in zip(alt_lp[r], alt_ids[r])] if config.alternatives else []
+            token = Token(token_id, text, float(raw_lp[r]), float(sample_lp[r]), alternatives)
+            yield TokenEvent(r, len(generated[r]) - 1, token, finish, stop_hit)
+            if finish:
+                active[r] = False
+        if not any(active):
+            return
+        # Finished rows keep being fed (a pad) so the batch stays rectangular; their outputs are ignored.
+        feed = torch.where(torch.tensor(active), ids, torch.full_like(ids, pad_id))[:, None].to(device)
+        mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
+        hidden, cache = hidden_states(model, feed, mask, next_pos, past_key_values=cache, use_cache=True)
+        next_pos = next_pos + 1
+        logits = output_logits(model, hidden[:, -1]).float().cpu()
+
+
+def sample(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: SampleConfig | None = None,
+           seeds: Sequence[int] | None = None, n: int = 1, progress: bool = False) -> list[Completion]:
+    """Sample ``n`` continuations of each prompt (prompt-major order: p0 x n, p1 x n, ...).
+
+    Copy j of prompt i gets seed ``config.seed + i * n + j`` unless ``seeds`` gives one per copy.
+    """
+    config = config or SampleConfig()
+    expanded = [p for p in prompts for _ in range(n)]
+    seeds = list(seeds) if seeds is not None else [config.seed + i for i in range(len(expanded))]
+    texts = [p if isinstance(p, str) else tokenizer.decode(list(p)) for p in expanded]
+    tokens: list[list[Token]] = [[] for _ in expanded]
+    finish: list[str] = ["length"] * len(expanded)
+    stop_strings: list[str | None] = [None] * len(expanded)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.max_new_tokens, desc="sampling", unit="step", leave=False)
+    last_index = -1
+    for event in stream(model, tokenizer, expanded, config, seeds):
+        tokens[event.row].append(event.token)
+        if event.finish_reason:
+            finish[event.row], stop_strings[event.row] = event.finish_reason, event.stop_string
+        if bar is not None and event.index > last_index:
+            bar.update(event.index - last_index)
+            last_index = event.index
+    if bar is not None:
+        bar.close()
+    out = []
+    for i, p in enumerate(expanded):
+        ids = [t.id for t in tokens[i]]
+        out.append(Completion(
+            prompt=texts[i], prompt_ids=encode_prompt(tokenizer, p), seed=seeds[i],
+            text=tokenizer.decode(ids, skip_special_tokens=True), tokens=tokens[i],
+            finish_reason=finish[i], stop_string=stop_strings[i]))
+    return out

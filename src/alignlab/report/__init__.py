@@ -1,0 +1,1 @@
+"""Reports: terminal views of samples, HTML run reports with plots."""
