@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(command.config, args)
         return int(command.run(config) or 0)
     except (ValueError, LookupError, FileNotFoundError) as err:
-        # Errors the user can fix: say what was wrong, without a traceback.
+        # Errors the user can fix: say what was wrong, without a traceback (ALIGNLAB_DEBUG=1 shows it).
+        if os.environ.get("ALIGNLAB_DEBUG"):
+            raise
         print(f"alignlab {command.name}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

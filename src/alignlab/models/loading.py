@@ -9,6 +9,7 @@ read that folder (seconds).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -138,8 +139,12 @@ def clear_quantization(model: torch.nn.Module) -> None:
         del model.config.quantization_config
 
 
+@functools.cache
 def load_tokenizer():
-    """The embedded model's tokenizer (Gemma 3, 262,144 tokens)."""
+    """The embedded model's tokenizer (Gemma 3, 262,144 tokens).
+
+    Loaded once per process (it takes seconds) and shared: copy it before changing its settings.
+    """
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tokenizer_folder()))

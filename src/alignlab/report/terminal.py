@@ -12,8 +12,9 @@ RESET = "\x1b[0m"
 DIM = "\x1b[2m"
 
 
-def use_color(mode: str, stream=sys.stdout) -> bool:
+def use_color(mode: str, stream=None) -> bool:
     """'always' | 'never' | 'auto' (a terminal, and NO_COLOR unset)."""
+    stream = stream or sys.stdout
     if mode == "always":
         return True
     if mode == "never":
@@ -54,8 +55,9 @@ def legend(color: bool) -> str:
     return f"shading by model probability: {swatches}"
 
 
-def print_completion(index: int, completion: Completion, color: bool, out=sys.stdout) -> None:
+def print_completion(index: int, completion: Completion, color: bool, out=None) -> None:
     """A header, the prompt dimmed, then the shaded continuation."""
+    out = out or sys.stdout
     mean_p = math.exp(completion.logprob / max(1, len(completion.tokens)))
     print(f"--- sample {index} (seed {completion.seed}, {len(completion.tokens)} tokens, "
           f"finish: {completion.finish_reason}, mean per-token p {mean_p:.3f}) ---", file=out)

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from alignlab.models import SampleConfig, sample, score, token_logprobs
+from alignlab.models.forward import hidden_states, output_logits
+from alignlab.models.scoring import build_batch
+
+
+def test_output_logits_equal_the_models_own(tiny):
+    model, tok = tiny
+    ids = torch.tensor([tok("A short sentence to check the head.")["input_ids"]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        hidden, _ = hidden_states(model, ids, mask)
+        ours = output_logits(model, hidden)
+        assert torch.allclose(ours, model(ids).logits, atol=1e-5)
+        assert torch.allclose(output_logits(model, hidden[:, :3]), model(ids).logits[:, :3], atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_token_logprobs_under_padding_equal_a_manual_unpadded_computation(tiny, padding):
+    model, tok = tiny
+    prompts = [tok("Write about the sea.")["input_ids"], tok("Hi")["input_ids"]]
+    conts = [tok(" Waves roll in slowly", add_special_tokens=False)["input_ids"],
+             tok(" there, friend. How are you today?", add_special_tokens=False)["input_ids"]]
+    ids, mask, target = build_batch(prompts, conts, tok.pad_token_id, padding)
+    with torch.no_grad():
+        got = token_logprobs(model, ids, mask, target)
+        for row, (p, c) in enumerate(zip(prompts, conts)):
+            full = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+            expected = [float(full[len(p) - 1 + t, c[t]]) for t in range(len(c))]
+            assert got[row][target[row]].tolist() == pytest.approx(expected, abs=1e-4)
+            assert (got[row][~target[row]] == 0).all()
+
+
+def test_batched_scores_equal_unbatched_and_padding_side_does_not_matter(tiny):
+    model, tok = tiny
+    prompts = ["The cat", "A much longer prompt about a lighthouse and its keeper", ""]
+    conts = [" sat on the mat.", " who never slept.", "Hello"]
+    together = score(model, tok, prompts, conts, batch_size=3, padding="left")
+    right = score(model, tok, prompts, conts, batch_size=3, padding="right")
+    for i in range(3):
+        alone = score(model, tok, [prompts[i]], [conts[i]], batch_size=1)[0]
+        assert together[i].logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+        assert right[i].logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+
+
+def test_scoring_agrees_with_the_logprobs_recorded_while_sampling(tiny):
+    model, tok = tiny
+    completions = sample(model, tok, ["Tell me a story", "Rain"], SampleConfig(max_new_tokens=10, top_p=0.9, seed=1))
+    scored = score(model, tok, [c.prompt_ids for c in completions], [c.token_ids for c in completions])
+    for c, s in zip(completions, scored):
+        assert s.logprobs == pytest.approx([t.logprob for t in c.tokens], abs=1e-4)
+
+
+def test_temperature_scales_the_logits(tiny):
+    model, tok = tiny
+    prompt, cont = tok("Hello")["input_ids"], tok(" world", add_special_tokens=False)["input_ids"]
+    ids, mask, target = build_batch([prompt], [cont], tok.pad_token_id)
+    with torch.no_grad():
+        got = token_logprobs(model, ids, mask, target, temperature=0.5)[0, target[0]]
+        logits = model(ids).logits[0, len(prompt) - 1].float() / 0.5
+    assert float(got[0]) == pytest.approx(float(torch.log_softmax(logits, -1)[cont[0]]), abs=1e-4)
+
+
+def test_token_logprobs_keep_gradients(tiny):
+    model, tok = tiny
+    ids, mask, target = build_batch([tok("Hello")["input_ids"]], [[1000, 2000]], tok.pad_token_id)
+    total = token_logprobs(model, ids, mask, target).sum()
+    total.backward()
+    assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+
+
+def test_mismatched_lengths_and_position_zero_targets_are_refused(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="2 prompts but 1"):
+        score(model, tok, ["a", "b"], ["c"])
+    ids = torch.tensor([[2, 5, 6]])
+    with pytest.raises(ValueError, match="position 0"):
+        token_logprobs(model, ids, torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool))
