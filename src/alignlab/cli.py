@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "runs list": "alignlab.commands:RUNS_LIST",
     "runs show": "alignlab.commands:RUNS_SHOW",
     "demo": "alignlab.commands:DEMO",
+    "forecast": "alignlab.forecast.command:FORECAST",
 }
 
 HELP: dict[str, str] = {
@@ -45,6 +46,7 @@ HELP: dict[str, str] = {
     "score": "per-token log-probs of a continuation given a prompt",
     "runs": "list and show run folders ('runs list', 'runs show ID')",
     "demo": "the main job on the embedded model",
+    "forecast": "Biological Anchors compute forecast",
 }
 
 

@@ -136,14 +136,35 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
+def type_name(tp: Any) -> str:
+    """A short readable name for a field type: 'int', 'path', 'a|b', 'list of str', 'int or none'."""
+    inner, optional = _unwrap_optional(tp)
+    if get_origin(inner) is Literal:
+        name = "/".join(str(a) for a in get_args(inner))
+    elif get_origin(inner) in (list, tuple):
+        name = "list of " + type_name(get_args(inner)[0])
+    elif inner is Path:
+        name = "path"
+    else:
+        name = getattr(inner, "__name__", str(inner))
+    return name + (" (optional)" if optional else "")
+
+
 def describe_config(cls: type) -> list[tuple[str, str, str, str]]:
-    """(name, type, default, doc) for each field: what docs/ pages print as a table."""
+    """(flags, type, default, doc) for each command-line field: what docs/ pages print as a table."""
     docs = field_docs(cls)
     hints = _resolved_types(cls)
     rows = []
     for f in dataclasses.fields(cls):
+        if f.metadata.get("cli", True) is False:
+            continue
         default = f.default if f.default is not dataclasses.MISSING else ""
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
-        rows.append((f.name, getattr(hints[f.name], "__name__", str(hints[f.name])), repr(default), docs.get(f.name, "")))
+        if f.metadata.get("positional"):
+            flags = f.name.upper()
+        else:
+            flags = ", ".join(["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", []),
+                               *([f.metadata["short"]] if "short" in f.metadata else [])])
+        rows.append((flags, type_name(hints[f.name]), repr(default), docs.get(f.name, "")))
     return rows

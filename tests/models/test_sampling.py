@@ -97,7 +97,7 @@ def test_stream_yields_the_same_tokens_as_sample(tiny):
 
 def _draws(logits, cfg, n, banned=()):
     gens = [torch.Generator().manual_seed(i) for i in range(n)]
-    ids, raw, samp = choose_tokens(logits.expand(n, -1).clone(), cfg, gens, banned)
+    ids, raw, samp, _ = choose_tokens(logits.expand(n, -1).clone(), cfg, gens, banned)
     return ids, raw, samp
 
 

@@ -49,22 +49,23 @@ def check_distribution(value: Any, key: str, low: float, high: float, unit: str 
     if not isinstance(value, dict):
         raise ValueError(f"{key} = {value!r} is not a distribution; {accepted}")
     shapes = [s for s in SHAPES if s in value]
-    extra = sorted(set(value) - set(SHAPES) - {"sd", "weights"})
+    allowed = set(shapes) | {"mean": {"sd"}, "mixture": {"weights"}}.get(shapes[0] if shapes else "", set())
+    extra = sorted(set(value) - allowed)
     if len(shapes) != 1 or extra:
         raise ValueError(f"{key} = {value!r}: give exactly one of normal, lognormal, uniform, mean (with sd) "
-                         f"or mixture{'; unknown key ' + repr(extra[0]) if extra else ''}; {accepted}")
+                         f"or mixture{'; unexpected key ' + repr(extra[0]) if extra else ''}; {accepted}")
     shape = shapes[0]
     if shape == "mixture":
         _check_mixture(value, key, low, high, unit)
         return
     if shape == "mean":
-        if set(value) != {"mean", "sd"} or not _is_number(value["mean"]) or not _is_number(value["sd"]):
+        if "sd" not in value or not _is_number(value["mean"]) or not _is_number(value["sd"]):
             raise ValueError(f"{key}: a normal by moments needs numbers mean and sd; {accepted}")
         if value["sd"] < 0 or not low <= value["mean"] <= high:
             raise ValueError(f"{key} = {value!r} is out of range (sd >= 0, mean in {low:g}..{high:g}{unit})")
         return
     pair = value[shape]
-    if set(value) != {shape} or not (isinstance(pair, list) and len(pair) == 2 and all(map(_is_number, pair))):
+    if not (isinstance(pair, list) and len(pair) == 2 and all(map(_is_number, pair))):
         raise ValueError(f"{key}: {shape} needs two numbers, [low, high]; {accepted}")
     lo, hi = pair
     if not lo < hi:

@@ -47,7 +47,7 @@ def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     weight = head.weight
     if flat.dtype != weight.dtype:
         flat = flat.to(weight.dtype)
-    if flat.shape[0] <= 16:
+    if flat.shape[0] <= 16 and weight.dtype == torch.float32:
         logits = (weight @ flat.T).T.contiguous()
     else:
         logits = flat @ weight.T

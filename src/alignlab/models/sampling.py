@@ -179,55 +179,69 @@ def _nucleus_mask(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return before < top_p
 
 
-def choose_tokens(logits: torch.Tensor, config: SampleConfig, generators: Sequence[torch.Generator],
-                  banned: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pick one token per row. Returns (ids (B,), raw log-probs (B,), sampling log-probs (B,)).
+def _draw(probs: torch.Tensor, keep: torch.Tensor, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-CDF draw of one column per row among ``keep``; returns (column (B,), log-prob (B,))."""
+    kept = torch.where(keep, probs.double(), torch.zeros((), dtype=torch.float64))  # (B, K)
+    cdf = kept.cumsum(-1)  # (B, K)
+    total = cdf[:, -1:]
+    col = torch.searchsorted(cdf, uniform[:, None] * total).clamp(max=kept.shape[1] - 1)  # (B, 1)
+    # A zero-probability column can only be hit through float rounding at the very top: step back.
+    while bool((kept.gather(1, col) == 0).any()):
+        col = torch.where(kept.gather(1, col) == 0, col - 1, col)
+    return col[:, 0], (kept.gather(1, col) / total).log()[:, 0].float()
 
-    ``logits`` is (B, V) float32. ``banned`` ids get probability zero in the sampling
-    distribution (not in the raw one): that is how min_new_tokens holds EOS back.
+
+def choose_tokens(logits: torch.Tensor, config: SampleConfig, generators: Sequence[torch.Generator],
+                  banned: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pick one token per row.
+
+    ``logits`` is (B, V) float32. Returns (ids (B,), raw log-probs of the ids (B,), sampling
+    log-probs of the ids (B,), raw log-probs of every token (B, V)). ``banned`` ids get
+    probability zero in the sampling distribution (not in the raw one): that is how
+    min_new_tokens holds EOS back.
     """
     raw = torch.log_softmax(logits, dim=-1)  # (B, V)
-    scores = logits.clone()
+    rows, vocab = logits.shape
+    scores = logits
     if banned:
+        scores = logits.clone()
         scores[:, list(banned)] = -math.inf
-    rows = logits.shape[0]
     if config.temperature == 0:
         ids = scores.argmax(-1)
-        return ids, raw.gather(1, ids[:, None])[:, 0], torch.zeros(rows)
+        return ids, raw.gather(1, ids[:, None])[:, 0], torch.zeros(rows), raw
     scores = scores / config.temperature
     uniform = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])  # (B,)
+    if config.top_k == 0 and config.top_p >= 1.0:
+        probs = torch.softmax(scores, dim=-1)  # (B, V)
+        ids, sample_lp = _draw(probs, probs > 0, uniform)
+        return ids, raw.gather(1, ids[:, None])[:, 0], sample_lp, raw
     ids = torch.empty(rows, dtype=torch.long)
     sample_lp = torch.empty(rows)
-    if config.top_k == 0 and config.top_p >= 1.0:
-        logp = torch.log_softmax(scores, dim=-1)  # (B, V)
-        cdf = logp.double().exp().cumsum(-1)
-        for r in range(rows):
-            i = int(torch.searchsorted(cdf[r], uniform[r] * cdf[r, -1]).clamp(max=cdf.shape[1] - 1))
-            while logp[r, i] == -math.inf:  # float edge: never land on a banned token
-                i -= 1
-            ids[r], sample_lp[r] = i, logp[r, i]
-        return ids, raw.gather(1, ids[:, None])[:, 0], sample_lp
-    full_lse = torch.logsumexp(scores, dim=-1, keepdim=True)  # (B, 1)
-    for r in range(rows):
-        widths = [config.top_k] if config.top_k else [*NUCLEUS_CANDIDATES, scores.shape[1]]
-        for width in widths:
-            width = min(width, scores.shape[1])
-            values, index = torch.topk(scores[r], width)  # sorted, descending
-            if config.top_k:
-                probs = torch.softmax(values, -1)  # top-p acts on the renormalised top-k
-            else:
-                probs = (values - full_lse[r]).exp()
-            if config.top_p < 1.0 and not config.top_k and probs.sum() < config.top_p and width < scores.shape[1]:
-                continue  # the nucleus reaches past these candidates: widen
-            keep = _nucleus_mask(probs, config.top_p) if config.top_p < 1.0 else torch.ones_like(probs, dtype=torch.bool)
-            keep &= values > -math.inf
-            kept = torch.where(keep, probs.double(), torch.zeros((), dtype=torch.float64))
-            cdf = kept.cumsum(-1)
-            j = int(torch.searchsorted(cdf, uniform[r] * cdf[-1]).clamp(max=int(keep.sum()) - 1))
-            ids[r] = index[j]
-            sample_lp[r] = float(math.log(kept[j] / cdf[-1]))
+    pending = torch.arange(rows)
+    widths = [config.top_k] if config.top_k else [*NUCLEUS_CANDIDATES, vocab]
+    full_lse = None if config.top_k else torch.logsumexp(scores, dim=-1, keepdim=True)  # (B, 1)
+    for width in widths:
+        width = min(width, vocab)
+        values, index = torch.topk(scores[pending], width, dim=-1)  # (P, K), sorted descending
+        if config.top_k:
+            probs = torch.softmax(values, -1)  # top-p acts on the renormalised top-k
+        else:
+            probs = (values - full_lse[pending]).exp()
+        enough = torch.ones(len(pending), dtype=torch.bool)
+        if config.top_p < 1.0 and not config.top_k and width < vocab:
+            enough = probs.sum(-1) >= config.top_p  # else the nucleus reaches past these candidates
+        if enough.any():
+            sel = enough.nonzero()[:, 0]
+            keep = values[sel] > -math.inf
+            if config.top_p < 1.0:
+                keep &= _nucleus_mask(probs[sel], config.top_p)
+            col, lp = _draw(probs[sel], keep, uniform[pending[sel]])
+            ids[pending[sel]] = index[sel].gather(1, col[:, None])[:, 0]
+            sample_lp[pending[sel]] = lp
+        pending = pending[~enough]
+        if len(pending) == 0:
             break
-    return ids, raw.gather(1, ids[:, None])[:, 0], sample_lp
+    return ids, raw.gather(1, ids[:, None])[:, 0], sample_lp, raw
 
 
 @torch.inference_mode()
@@ -267,13 +281,15 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
     next_pos = positions[:, -1:] + 1  # (B, 1)
     for step in range(config.max_new_tokens):
         banned = sorted(stops) if step < config.min_new_tokens else ()
-        ids, raw_lp, sample_lp = choose_tokens(logits, config, generators, banned)
+        ids, raw_lp, sample_lp, raw = choose_tokens(logits, config, generators, banned)
         if config.alternatives:
-            alt_lp, alt_ids = torch.topk(torch.log_softmax(logits, -1), config.alternatives, dim=-1)
+            alt_lp, alt_ids = torch.topk(raw, config.alternatives, dim=-1)  # (B, A)
+            alt_lp, alt_ids = alt_lp.tolist(), alt_ids.tolist()
+        ids_list, raw_list, sample_list = ids.tolist(), raw_lp.tolist(), sample_lp.tolist()
         for r in range(rows):
             if not active[r]:
                 continue
-            token_id = int(ids[r])
+            token_id = ids_list[r]
             generated[r].append(token_id)
             finish, stop_hit = None, None
             if token_id in stops:
@@ -289,9 +305,9 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
                         break
             if finish is None and len(generated[r]) >= config.max_new_tokens:
                 finish = "length"
-            alternatives = [Alternative(int(i), piece(int(i)), float(lp))
+            alternatives = [Alternative(i, piece(i), lp)
                             for lp, i in zip(alt_lp[r], alt_ids[r])] if config.alternatives else []
-            token = Token(token_id, text, float(raw_lp[r]), float(sample_lp[r]), alternatives)
+            token = Token(token_id, text, raw_list[r], sample_list[r], alternatives)
             yield TokenEvent(r, len(generated[r]) - 1, token, finish, stop_hit)
             if finish:
                 active[r] = False
