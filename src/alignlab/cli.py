@@ -17,6 +17,7 @@ from typing import Any
 
 from alignlab import __version__
 from alignlab.configs import add_config_arguments, config_from_args
+from alignlab.errors import AlignlabError
 
 
 @dataclass
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(command.config, args)
         return int(command.run(config) or 0)
-    except (ValueError, LookupError, FileNotFoundError) as err:
+    except (ValueError, LookupError, FileNotFoundError, AlignlabError) as err:
         # Errors the user can fix: say what was wrong, without a traceback (ALIGNLAB_DEBUG=1 shows it).
         if os.environ.get("ALIGNLAB_DEBUG"):
             raise

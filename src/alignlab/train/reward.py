@@ -1,0 +1,527 @@
+"""Train a reward model on any mix of feedback kinds (reward-rational choice).
+
+Read top to bottom: the config, then setup (data -> choice sets -> tokens -> model), then the
+loop. Every record becomes a choice among grounded responses (feedback/choices.py) with its
+kind's rationality beta; one loss covers pairs (Bradley-Terry), K-way choices, rankings
+(Plackett-Luce) and the rest, plus ratings by regression.
+
+Runs under `accelerate launch` / `torchrun` on several processes (data parallel, gloo on a
+CPU): each process takes an equal slice of every global batch and DDP averages gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from alignlab.fileio import atomic_write_json, read_jsonl
+from alignlab.runs import Run, find_run
+from alignlab.train.components import centering_loss, choice_nll, rating_loss
+from alignlab.train.reward_model import (RewardModel, configure_trainable, pad_right, save_reward_model)
+
+DEFAULT_LR = {"head": 1e-3, "last": 1e-4, "lora": 2e-4, "full": 1e-5}
+
+
+@dataclass
+class RewardTrainConfig:
+    """Train a reward model from feedback files."""
+
+    data: str = ""
+    """Feedback files, comma-separated: JSONL or Parquet of any kinds, mixed (TRL formats too)."""
+    model: str = "gemma-3-270m"
+    """The backbone: 'gemma-3-270m', 'tiny' or a local Hugging Face folder."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Backbone precision (the head and the loss are always float32)."""
+    mode: Literal["head", "last", "lora", "full"] = "head"
+    """What trains: head (backbone frozen, features cached: fastest), last (head + last k layers), lora, full."""
+    last_layers: int = 2
+    """For mode 'last': how many final layers train."""
+    lora_r: int = 16
+    """For mode 'lora': adapter rank."""
+    lora_alpha: float = 32.0
+    """For mode 'lora': adapter scale numerator."""
+    epochs: int = 1
+    """Passes over the training choices."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: as many as the epochs give)."""
+    batch_size: int = 8
+    """Choices per optimizer step, across all processes."""
+    lr: float = 0.0
+    """Peak learning rate (0: 1e-3 head, 1e-4 last, 2e-4 lora, 1e-5 full)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps; the rate then decays linearly to 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+    max_length: int = 256
+    """Tokens of prompt + response kept (BOS and the end of the response are kept)."""
+    center: float = 0.0
+    """Centering coefficient: adds center * (sum of a choice set's rewards)^2."""
+    label_noise: float = 0.0
+    """Label-noise-robust loss: the probability that a recorded choice is wrong (0: plain likelihood)."""
+    betas: str = ""
+    """Override rationalities per kind, e.g. 'thumbs=0.3,edit=2'."""
+    eval_fraction: float = 0.1
+    """Share of choices held out for evaluation."""
+    ensemble: int = 1
+    """Heads trained on bootstrap resamples; their spread is the model's uncertainty."""
+    normalize_on: Path | None = None
+    """JSONL of prompt/completion responses of a policy: rewards are shifted and scaled to mean 0, std 1 on them."""
+    policy_samples: Path | None = None
+    """JSONL of prompt/completion samples of the policy, to ground demonstrations (default: sample from the backbone)."""
+    demo_samples: int = 2
+    """Policy samples per demonstrated prompt when none are given."""
+    skip_bad: bool = False
+    """Skip malformed lines of the data files (they are counted and reported) instead of stopping."""
+    seed: int = 0
+    """Seed for the split, the data order, the head and the ensemble's resamples."""
+    checkpoint_every: int = 50
+    """Save a resumable checkpoint every this many steps."""
+    stop_after: int = 0
+    """Stop after this many steps of this invocation, leaving a resumable run (0: run to the end)."""
+    resume: str | None = None
+    """Resume this run (id or folder) from its last checkpoint; other options come from the run."""
+    out: Path | None = None
+    """Where to save the trained reward model (default: the run folder's 'model')."""
+
+
+# -- setup -----------------------------------------------------------------------------------------
+
+
+def parse_betas(text: str) -> dict[str, float]:
+    """'thumbs=0.3,edit=2' -> {'thumbs': 0.3, 'edit': 2.0}, refusing what is not a positive number."""
+    betas = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, value = part.partition("=")
+        try:
+            betas[kind.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or betas.get(kind.strip(), 0) <= 0:
+            raise ValueError(f"betas: '{part}' is not kind=positive-number (e.g. 'thumbs=0.3')")
+    return betas
+
+
+def load_choices(config: RewardTrainConfig, sampler=None):
+    """Read every data file and map its records to choice sets (and rating targets)."""
+    from alignlab.data.formats import read_feedback
+    from alignlab.feedback.choices import to_choices
+
+    files = [Path(f.strip()) for f in config.data.split(",") if f.strip()]
+    if not files:
+        raise ValueError("no data: give --data FILE[,FILE...] with feedback records")
+    records = []
+    for path in files:
+        result = read_feedback(path, skip_bad=config.skip_bad)
+        records.extend(result.records)
+    policy = None
+    if config.policy_samples is not None:
+        policy = {}
+        for row in read_jsonl(config.policy_samples):
+            policy.setdefault(row["prompt"], []).append(row["completion"])
+    elif sampler is not None and any(r.kind == "demonstration" for r in records):
+        policy = sampler(sorted({r.prompt for r in records if r.kind == "demonstration"}))
+    choice_set = to_choices(records, betas=parse_betas(config.betas) or None, policy_samples=policy)
+    if not choice_set.choices and not choice_set.targets:
+        raise ValueError(f"the data ({config.data}) gave no usable feedback; "
+                         f"unused by kind: {choice_set.unused}")
+    return choice_set, len(records)
+
+
+def split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A fixed (train, eval) split of n items."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = int(round(n * fraction)) if n > 1 else 0
+    return sorted(order[held:]), sorted(order[:held])
+
+
+@dataclass
+class Items:
+    """Everything the loop indexes: unique (prompt, response) texts and the choices over them."""
+
+    texts: list[tuple[str, str]]
+    ids: list[list[int]]
+    options: list[list[int]]  # per item: indices into texts
+    chosen: torch.Tensor  # (N,)
+    beta: torch.Tensor  # (N,)
+    margin: torch.Tensor  # (N,)
+    reference: torch.Tensor  # (N,) bool: the set includes the reference point
+    weight: torch.Tensor  # (N,)
+    rating: torch.Tensor  # (N,) NaN for choices, the rating target for ratings
+    kinds: list[str] = field(default_factory=list)
+    annotators: list[str | None] = field(default_factory=list)
+
+
+def build_items(choice_set, rm: RewardModel) -> Items:
+    """Tokenize each unique text once and express choices and ratings as index lists."""
+    index: dict[tuple[str, str], int] = {}
+
+    def ref(prompt: str, response: str) -> int:
+        return index.setdefault((prompt, response), len(index))
+
+    options, chosen, beta, margin, reference, weight, rating, kinds, annotators = [], [], [], [], [], [], [], [], []
+    for c in choice_set.choices:
+        options.append([ref(c.prompt, o) for o in c.options])
+        # The reference point, when present, is an extra last option.
+        chosen.append(len(c.options) if c.chosen == -1 else c.chosen)
+        beta.append(c.beta), margin.append(c.margin), reference.append(c.reference)
+        weight.append(c.weight), rating.append(math.nan), kinds.append(c.kind), annotators.append(c.annotator)
+    for t in choice_set.targets:
+        options.append([ref(t.prompt, t.response)])
+        chosen.append(0), beta.append(t.beta), margin.append(0.0), reference.append(False)
+        weight.append(t.weight), rating.append(t.value), kinds.append(t.kind), annotators.append(t.annotator)
+    texts = list(index)
+    return Items(texts=texts, ids=[rm.encode(p, r) for p, r in texts], options=options,
+                 chosen=torch.tensor(chosen), beta=torch.tensor(beta, dtype=torch.float32),
+                 margin=torch.tensor(margin, dtype=torch.float32), reference=torch.tensor(reference),
+                 weight=torch.tensor(weight, dtype=torch.float32), rating=torch.tensor(rating, dtype=torch.float32),
+                 kinds=kinds, annotators=annotators)
+
+
+@torch.no_grad()
+def cached_features(rm: RewardModel, ids: list[list[int]], batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+    """Backbone features of every text, once (mode 'head': the backbone never changes). (U, D)."""
+    from tqdm import tqdm
+
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: less padding
+    out = torch.empty(len(ids), rm.head.in_features)
+    device = rm.head.weight.device
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="features", unit="batch", disable=not progress, leave=False):
+        rows = order[start:start + batch_size]
+        batch, mask = pad_right([ids[i] for i in rows], rm.pad_id)
+        out[rows] = rm.features(batch.to(device), mask.to(device)).cpu()
+    return out
+
+
+def batch_losses(rewards_of, items: Items, rows: list[int], reference: float,
+                 config: RewardTrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-item, per-ensemble-member losses (N, K) for the items ``rows``.
+
+    ``rewards_of(text_indices)`` returns raw rewards (U, K) of those texts (through the DDP
+    wrapper when there is one, so gradients are averaged across processes).
+    """
+    texts = sorted({t for r in rows for t in items.options[r]})
+    where = {t: i for i, t in enumerate(texts)}
+    rewards = rewards_of(texts)  # (U, K)
+    width = max(len(items.options[r]) for r in rows) + 1
+    k = rewards.shape[1]
+    gather = torch.zeros(len(rows), width, dtype=torch.long)  # (N, W) index into rewards
+    valid = torch.zeros(len(rows), width, dtype=torch.bool)  # (N, W): options, then the reference point
+    is_ref = torch.zeros(len(rows), width, dtype=torch.bool)
+    for n, r in enumerate(rows):
+        opts = items.options[r]
+        gather[n, :len(opts)] = torch.tensor([where[t] for t in opts])
+        valid[n, :len(opts)] = True
+        if items.reference[r]:
+            valid[n, len(opts)] = is_ref[n, len(opts)] = True
+    grid = rewards[gather]  # (N, W, K)
+    grid = torch.where(is_ref[:, :, None], torch.full_like(grid, reference), grid)
+    idx = torch.tensor(rows)
+    chosen, beta, margin, target = items.chosen[idx], items.beta[idx], items.margin[idx], items.rating[idx]
+    is_rating = ~torch.isnan(target)
+    real = valid & ~is_ref
+    losses = []
+    for j in range(k):
+        loss = choice_nll(grid[:, :, j], valid, chosen, beta, margin, config.label_noise)
+        if config.center:
+            loss = loss + config.center * centering_loss(grid[:, :, j], real)
+        loss = torch.where(is_rating, beta * rating_loss(grid[:, 0, j], target.nan_to_num(0.0)), loss)
+        losses.append(loss)
+    losses = torch.stack(losses, -1)  # (N, K)
+    with torch.no_grad():
+        mean_grid = grid.mean(-1)  # (N, W)
+        chosen_r = mean_grid.gather(1, chosen[:, None])[:, 0]
+        others = valid.clone()
+        others.scatter_(1, chosen[:, None], False)
+        rejected_r = (mean_grid * others).sum(-1) / others.sum(-1).clamp(min=1)
+        best_other = mean_grid.masked_fill(~others, -math.inf).max(-1).values
+        choice_rows = ~is_rating
+        stats = {"rewards/chosen": chosen_r[choice_rows], "rewards/rejected": rejected_r[choice_rows],
+                 "rewards/accuracies": (chosen_r > best_other)[choice_rows].float(),
+                 "batch_mean_reward": rewards.detach().mean()}
+    return losses, stats
+
+
+def data_order(train_rows: list[int], total_steps: int, batch_size: int, seed: int) -> list[int]:
+    """The rows of every global batch, epoch after epoch, each epoch its own seeded shuffle."""
+    order: list[int] = []
+    epoch = 0
+    while len(order) < total_steps * batch_size:
+        perm = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+        order.extend(train_rows[i] for i in perm.tolist())
+        epoch += 1
+    return order
+
+
+def bootstrap_weights(n: int, members: int, seed: int) -> torch.Tensor:
+    """(n, K) Poisson(1) resampling weights per item and ensemble member (all ones for one member)."""
+    if members == 1:
+        return torch.ones(n, 1)
+    g = torch.Generator().manual_seed(seed + 7919)
+    return torch.poisson(torch.ones(n, members), generator=g)
+
+
+def _reopen(config: RewardTrainConfig) -> tuple[RewardTrainConfig, Run]:
+    """The original config and run of a run to resume (only stop_after comes from the new call)."""
+    info = find_run(config.resume)
+    if info.kind != "reward":
+        raise ValueError(f"run {info.id} is a '{info.kind}' run, not a reward run; resume a reward run")
+    fields = RewardTrainConfig.__dataclass_fields__
+    saved = {k: v for k, v in info.config.items() if k in fields}
+    for key in ("normalize_on", "policy_samples", "out"):
+        if saved.get(key) is not None:
+            saved[key] = Path(saved[key])
+    saved.update(resume=config.resume, stop_after=config.stop_after)
+    return RewardTrainConfig(**saved), Run(info.id, info.path)
+
+
+def latest_checkpoint(run_path: Path) -> Path | None:
+    folders = sorted((run_path / "checkpoints").glob("step-*"))
+    return folders[-1] if folders else None
+
+
+def save_checkpoint(run_path: Path, step: int, trainable: dict, optimizer, scheduler, reference: float) -> None:
+    """Write checkpoints/step-N atomically and keep the newest two."""
+    folder = run_path / "checkpoints" / f"step-{step:07d}"
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save({"step": step, "params": {k: p.detach().clone() for k, p in trainable.items()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "reference": reference}, tmp / "state.pt")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    for old in sorted((run_path / "checkpoints").glob("step-*"))[:-2]:
+        if not old.name.endswith(".tmp"):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _truncate_metrics(run_path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (they will be written again)."""
+    path = run_path / "metrics.jsonl"
+    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step and "eval/accuracy" not in r]
+    import json
+
+    from alignlab.fileio import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def train_reward(config: RewardTrainConfig, progress: bool = True) -> Run:
+    """Train (or resume) a reward model; returns the run. The model is saved in the run folder."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from alignlab.models import SampleConfig, load_model, sample
+
+    resuming = config.resume is not None
+    run = None
+    if resuming:
+        config, run = _reopen(config)
+    if config.batch_size < 1 or config.epochs < 1 or config.max_steps < 0:
+        raise ValueError("batch_size and epochs must be at least 1, max_steps 0 or more")
+    if not 0 <= config.eval_fraction < 1:
+        raise ValueError(f"eval_fraction is {config.eval_fraction}; it must be in [0, 1)")
+    if not 0 <= config.label_noise < 0.5:
+        raise ValueError(f"label_noise is {config.label_noise}; it must be in [0, 0.5)")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} does not split over {world} processes; use a multiple")
+    torch.manual_seed(config.seed)
+
+    # 1. the model: backbone + head, with what the mode trains left trainable
+    lm, tokenizer = load_model(config.model, dtype=config.dtype)
+    rm = RewardModel(lm, tokenizer, ensemble=config.ensemble, max_length=config.max_length, seed=config.seed)
+
+    # 2. the data: records -> choice sets -> unique tokenized texts
+    def policy_sampler(prompts: list[str]) -> dict[str, list[str]]:
+        out = sample(lm, tokenizer, prompts, SampleConfig(max_new_tokens=64, top_k=64, top_p=0.95, seed=config.seed),
+                     n=config.demo_samples)
+        grouped: dict[str, list[str]] = {}
+        for c in out:
+            grouped.setdefault(c.prompt, []).append(c.text)
+        return grouped
+
+    choice_set, n_records = load_choices(config, policy_sampler)
+    configure_trainable(rm, config.mode, config.last_layers, config.lora_r, config.lora_alpha)
+    rm.to(accelerator.device)
+    items = build_items(choice_set, rm)
+    train_rows, eval_rows = split(len(items.options), config.eval_fraction, config.seed)
+    if not train_rows:
+        raise ValueError("no training choices left after the held-out split; lower --eval-fraction or add data")
+    if run is None:
+        run = Run.create("reward", config, seed=config.seed) if accelerator.is_main_process else None
+        run = _broadcast_run(accelerator, run)
+    features = cached_features(rm, items.ids, progress=progress and accelerator.is_main_process) \
+        if config.mode == "head" else None
+
+    # 3. what trains, wrapped for data parallelism when there are several processes
+    if features is not None:
+        module = accelerator.prepare(rm.head)
+
+        def rewards_of(texts: list[int]) -> torch.Tensor:
+            return module(features[texts].to(accelerator.device))
+    else:
+        module = accelerator.prepare(rm)
+
+        def rewards_of(texts: list[int]) -> torch.Tensor:
+            ids, mask = pad_right([items.ids[t] for t in texts], rm.pad_id)
+            return module(ids.to(accelerator.device), mask.to(accelerator.device))
+
+    trainable = {n: p for n, p in rm.named_parameters() if p.requires_grad}
+    lr = config.lr or DEFAULT_LR[config.mode]
+    optimizer = torch.optim.AdamW(trainable.values(), lr=lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
+    total = config.max_steps or config.epochs * steps_per_epoch
+    warm = config.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warm) if warm and s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    order = data_order(train_rows, total, config.batch_size, config.seed)
+    weights = bootstrap_weights(len(items.options), config.ensemble, config.seed)
+
+    # 4. resume: parameters, optimizer, schedule and the reference point from the last checkpoint
+    start = 0
+    checkpoint = latest_checkpoint(run.path) if resuming else None
+    if checkpoint is not None:
+        state = torch.load(checkpoint / "state.pt", weights_only=False)
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                trainable[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rm.reference, start = state["reference"], state["step"]
+        if accelerator.is_main_process:
+            _truncate_metrics(run.path, start)
+            print(f"alignlab reward: resuming run {run.id} from step {start} of {total}", file=sys.stderr)
+
+    # 5. the loop
+    local = config.batch_size // world
+    bar = tqdm(total=total, initial=start, desc="reward", unit="step",
+               disable=not (progress and accelerator.is_main_process))
+    stop_at = min(total, start + config.stop_after) if config.stop_after else total
+    for step in range(start, stop_at):
+        rows = order[step * config.batch_size:(step + 1) * config.batch_size]
+        mine = rows[rank * local:(rank + 1) * local]
+        losses, stats = batch_losses(rewards_of, items, mine, rm.reference, config)  # (n, K)
+        loss = (losses * weights[mine]).sum() / local
+        if not torch.isfinite(loss):
+            from alignlab.errors import NonFiniteError
+
+            raise NonFiniteError(f"non-finite reward loss at step {step} (batch items {mine[:8]}); "
+                                 "lower --lr, check the data for extreme margins or ratings, or use --dtype float32")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        grad_norm = torch.nn.utils.clip_grad_norm_(list(trainable.values()), config.max_grad_norm or math.inf)
+        optimizer.step()
+        scheduler.step()
+        # The reference point for thumbs follows the mean reward of what the model sees (BCO-style).
+        batch_mean = accelerator.reduce(stats["batch_mean_reward"].reshape(1).to(accelerator.device), "mean")
+        rm.reference = 0.9 * rm.reference + 0.1 * float(batch_mean)
+        metrics = _step_metrics(accelerator, loss, stats, grad_norm, scheduler.get_last_lr()[0])
+        if accelerator.is_main_process:
+            run.log_metrics(step + 1, **metrics)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['rewards/accuracies']:.2f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == stop_at:
+            if accelerator.is_main_process:
+                save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, rm.reference)
+            accelerator.wait_for_everyone()
+    bar.close()
+    if stop_at < total:
+        if accelerator.is_main_process:
+            print(f"alignlab reward: stopped at step {stop_at} of {total}; continue with "
+                  f"`alignlab reward train --resume {run.id}`", file=sys.stderr)
+        return run
+
+    # 6. evaluate, normalise, save
+    if accelerator.is_main_process:
+        summary = finish_reward_run(rm, items, eval_rows, run, config, n_records, choice_set.unused, features)
+        run.finish(**summary)
+    accelerator.wait_for_everyone()
+    return run
+
+
+def _broadcast_run(accelerator, run: Run | None) -> Run:
+    """Every process needs the run folder the main process made."""
+    if accelerator.num_processes == 1:
+        return run
+    from accelerate.utils import broadcast_object_list
+
+    payload = broadcast_object_list([(run.id, str(run.path)) if run is not None else None])
+    return Run(payload[0][0], Path(payload[0][1]))
+
+
+def _step_metrics(accelerator, loss, stats, grad_norm, lr) -> dict[str, float]:
+    """The field's metric names, averaged over processes."""
+    def mean(t: torch.Tensor) -> float:
+        value = t.float().mean() if t.numel() else torch.tensor(float("nan"))
+        return float(accelerator.reduce(value.reshape(1).to(accelerator.device), "mean"))
+
+    chosen, rejected = mean(stats["rewards/chosen"]), mean(stats["rewards/rejected"])
+    return {"loss": mean(loss.detach()), "rewards/chosen": chosen, "rewards/rejected": rejected,
+            "rewards/margins": chosen - rejected, "rewards/accuracies": mean(stats["rewards/accuracies"]),
+            "grad_norm": float(grad_norm), "learning_rate": lr}
+
+
+@torch.no_grad()
+def item_accuracy(rm: RewardModel, items: Items, rows: list[int], features: torch.Tensor | None) -> dict[str, float]:
+    """Share of held-out choices whose chosen option gets the highest reward, overall and per kind."""
+    rows = [r for r in rows if math.isnan(float(items.rating[r]))]
+    if not rows:
+        return {}
+    texts = sorted({t for r in rows for t in items.options[r]})
+    if features is not None:
+        values = rm.head(features[texts]).mean(-1)
+    else:
+        values = torch.cat([rm(*[x.to(rm.head.weight.device) for x in pad_right([items.ids[t] for t in texts[i:i + 8]], rm.pad_id)]).mean(-1).cpu()
+                            for i in range(0, len(texts), 8)])
+    reward = dict(zip(texts, values.tolist()))
+    correct: dict[str, list[bool]] = {}
+    for r in rows:
+        scores = [reward[t] for t in items.options[r]] + ([rm.reference] if items.reference[r] else [])
+        c = int(items.chosen[r])
+        ok = all(scores[c] > s for i, s in enumerate(scores) if i != c)
+        correct.setdefault(items.kinds[r], []).append(ok)
+    flat = [x for v in correct.values() for x in v]
+    out = {"eval/accuracy": sum(flat) / len(flat), "eval/choices": len(flat)}
+    out.update({f"eval/accuracy/{k}": sum(v) / len(v) for k, v in correct.items()})
+    return out
+
+
+def finish_reward_run(rm, items, eval_rows, run, config, n_records, unused, features) -> dict:
+    """Held-out accuracy, optional normalisation on a policy's responses, and the saved model."""
+    rm.eval()
+    summary: dict = {"records": n_records, "choices": len(items.options), "texts": len(items.texts),
+                     "unused": unused}
+    summary.update(item_accuracy(rm, items, eval_rows, features))
+    if config.normalize_on is not None:
+        rows = read_jsonl(config.normalize_on)
+        if not rows:
+            raise ValueError(f"{config.normalize_on} holds no prompt/completion rows to normalise on")
+        raw = []
+        for i in range(0, len(rows), 8):
+            chunk = rows[i:i + 8]
+            ids, mask = pad_right([rm.encode(r["prompt"], r["completion"]) for r in chunk], rm.pad_id)
+            with torch.no_grad():
+                raw.append(rm(ids, mask))
+        raw = torch.cat(raw)  # (N, K)
+        rm.norm_mean.copy_(raw.mean(0))
+        rm.norm_std.copy_(raw.std(0).clamp(min=1e-6) if len(raw) > 1 else torch.ones(rm.ensemble))
+        summary["normalized_on"] = {"file": str(config.normalize_on), "responses": len(rows)}
+    run.log_metrics(len(items.options), **{k: v for k, v in summary.items() if k.startswith("eval/")})
+    out = config.out or run.path / "model"
+    save_reward_model(rm, out, config.mode, config.model, extra={"run": run.id})
+    summary["model"] = str(out)
+    atomic_write_json(run.path / "summary.json", summary)
+    return summary

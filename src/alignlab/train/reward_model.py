@@ -1,0 +1,219 @@
+"""The reward model: a causal-LM backbone with a scalar head read at the last real token.
+
+Kept apart from the trainer (reward.py) because policies, the experiment and the loom load and
+score with reward models without training them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from alignlab.fileio import atomic_write_json
+from alignlab.models.forward import decoder
+from alignlab.models.sampling import encode_prompt
+from alignlab.models.scoring import encode_continuation
+from alignlab.train.components import last_token_index
+
+FORMAT = 1
+MODES = ("head", "last", "lora", "full")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class RewardModel(nn.Module):
+    """r(prompt, response): backbone hidden state at the last real token -> linear head.
+
+    The head has one output per ensemble member. Its weights start N(0, 1/sqrt(d_model + 1)) and
+    its bias 0 (Stiennon et al. 2020). ``norm_mean``/``norm_std`` shift and scale the output so
+    that responses of a chosen policy score mean 0, std 1 (identity until set).
+    """
+
+    def __init__(self, lm: nn.Module, tokenizer, ensemble: int = 1, max_length: int = 512, seed: int = 0):
+        super().__init__()
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        hidden = lm.config.hidden_size
+        self.head = nn.Linear(hidden, ensemble)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            nn.init.normal_(self.head.weight, std=1 / math.sqrt(hidden + 1))
+        nn.init.zeros_(self.head.bias)
+        self.head.to(torch.float32)
+        self.register_buffer("norm_mean", torch.zeros(ensemble))
+        self.register_buffer("norm_std", torch.ones(ensemble))
+        self.reference = 0.0  # thumbs' reference point: running mean reward, in raw units
+
+    @property
+    def body(self) -> nn.Module:
+        return decoder(self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm)
+
+    @property
+    def ensemble(self) -> int:
+        return self.head.out_features
+
+    def encode(self, prompt: str, response: str) -> list[int]:
+        """Token ids of prompt + response, keeping BOS and the end when longer than max_length."""
+        ids = encode_prompt(self.tokenizer, prompt) + encode_continuation(self.tokenizer, response)
+        if len(ids) > self.max_length:
+            ids = ids[:1] + ids[len(ids) - self.max_length + 1:]
+        return ids
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final-layer hidden state at each row's last real token. (B, T) -> (B, D) float32."""
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+        hidden = out.last_hidden_state  # (B, T, D)
+        last = last_token_index(attention_mask)  # (B,)
+        return hidden[torch.arange(hidden.shape[0]), last].float()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Raw rewards (B, K), one column per ensemble member."""
+        return self.head(self.features(input_ids, attention_mask))
+
+    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self.norm_mean) / self.norm_std
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 8,
+              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized rewards: (mean over the ensemble (N,), std over the ensemble (N,))."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; give one each")
+        was_training = self.training
+        self.eval()
+        rows = [self.encode(p, r) for p, r in zip(prompts, responses)]
+        out = []
+        starts = range(0, len(rows), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="reward", unit="batch", leave=False)
+        device = self.head.weight.device
+        for start in starts:
+            ids, mask = pad_right(rows[start:start + batch_size], self.pad_id)
+            out.append(self.normalize(self(ids.to(device), mask.to(device))).cpu())
+        self.train(was_training)
+        values = torch.cat(out) if out else torch.zeros(0, self.ensemble)
+        std = values.std(-1) if self.ensemble > 1 else torch.zeros(len(values))
+        return values.mean(-1), std
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), (B, T), padded on the right."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids, mask
+
+
+def configure_trainable(rm: RewardModel, mode: str, last_layers: int = 2, lora_r: int = 16,
+                        lora_alpha: float = 32.0) -> RewardModel:
+    """Freeze what ``mode`` keeps fixed: 'head' (backbone frozen), 'last' (head + last k layers and
+    the final norm), 'lora' (LoRA adapters on every projection + head), 'full' (everything)."""
+    if mode not in MODES:
+        raise ValueError(f"mode '{mode}' is not one of {', '.join(MODES)}")
+    for p in rm.lm.parameters():
+        p.requires_grad_(mode == "full")
+    if mode == "last":
+        layers = rm.body.layers
+        if not 1 <= last_layers <= len(layers):
+            raise ValueError(f"last_layers is {last_layers}; the model has {len(layers)} layers")
+        for layer in layers[len(layers) - last_layers:]:
+            layer.requires_grad_(True)
+        rm.body.norm.requires_grad_(True)
+    if mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS)
+        rm.lm = get_peft_model(rm.lm, config)
+    rm.head.requires_grad_(True)
+    return rm
+
+
+def trainable_state(rm: RewardModel, mode: str) -> dict[str, torch.Tensor]:
+    """The parameters a mode trains (what a checkpoint or a saved model needs beyond the base)."""
+    return {name: p.detach().clone() for name, p in rm.named_parameters() if p.requires_grad}
+
+
+def save_reward_model(rm: RewardModel, folder: Path, mode: str, base_model: str, base_seed: int = 0,
+                      extra: dict[str, Any] | None = None) -> Path:
+    """Save into ``folder`` (created atomically): config, head, and what the mode changed in the
+    backbone (nothing, the last layers, a LoRA adapter, or the whole model)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.saving")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    tensors = {"head.weight": rm.head.weight.detach().contiguous(), "head.bias": rm.head.bias.detach().contiguous(),
+               "norm_mean": rm.norm_mean, "norm_std": rm.norm_std}
+    if mode == "last":
+        tensors.update({f"lm.{k}": v.contiguous() for k, v in trainable_state(rm, mode).items()
+                        if not k.startswith("head.")})
+    save_file(tensors, str(tmp / "reward_head.safetensors"))
+    if mode == "lora":
+        rm.lm.save_pretrained(str(tmp / "adapter"))
+    if mode == "full":
+        rm.lm.save_pretrained(str(tmp / "backbone"))
+        rm.tokenizer.save_pretrained(str(tmp / "backbone"))
+    config = {"format": FORMAT, "kind": "reward_model", "base_model": base_model, "base_seed": base_seed,
+              "mode": mode, "ensemble": rm.ensemble, "max_length": rm.max_length, "reference": rm.reference,
+              "dtype": str(next(rm.lm.parameters()).dtype).removeprefix("torch."), **(extra or {})}
+    atomic_write_json(tmp / "reward_config.json", config)
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def load_reward_model(folder: str | Path, dtype: str | None = None) -> RewardModel:
+    """Load a reward model saved by ``save_reward_model`` (one call, whatever its mode)."""
+    from safetensors.torch import load_file
+
+    from alignlab.models import load_model
+
+    folder = Path(folder)
+    config_path = folder / "reward_config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{folder} is not a saved reward model (no reward_config.json); "
+                                "train one with `alignlab reward train`")
+    config = json.loads(config_path.read_text())
+    dtype = dtype or config.get("dtype", "float32")
+    base = str(folder / "backbone") if config["mode"] == "full" else config["base_model"]
+    lm, tokenizer = load_model(base, dtype=dtype, seed=config.get("base_seed", 0))
+    if config["mode"] == "lora":
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, str(folder / "adapter"))
+    rm = RewardModel(lm, tokenizer, ensemble=config["ensemble"], max_length=config["max_length"])
+    tensors = load_file(str(folder / "reward_head.safetensors"))
+    with torch.no_grad():
+        rm.head.weight.copy_(tensors.pop("head.weight"))
+        rm.head.bias.copy_(tensors.pop("head.bias"))
+        rm.norm_mean.copy_(tensors.pop("norm_mean"))
+        rm.norm_std.copy_(tensors.pop("norm_std"))
+        params = dict(rm.named_parameters())
+        for name, value in tensors.items():
+            params[name].copy_(value)
+    rm.reference = float(config.get("reference", 0.0))
+    rm.config = config
+    return rm.eval()
