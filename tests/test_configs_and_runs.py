@@ -45,6 +45,8 @@ def test_options_are_generated_from_the_fields():
                  "--out", "/tmp/o", "--fast"])
     assert cfg == Example("thing", 7, 0.1, "b", ["x", "y"], Path("/tmp/o"), True)
     assert parse(["-s", "2"]).steps == 2 and parse([]) == Example()
+    assert parse(["--tags", "a", "--tags", "b", "c"]).tags == ["a", "b", "c"]
+    assert parse([]).tags == [] and parse([]).tags is not parse([]).tags
     assert config_to_dict(cfg)["out"] == "/tmp/o"
     with pytest.raises(SystemExit):
         parse(["--mode", "c"])

@@ -38,6 +38,9 @@ COMMANDS: dict[str, str] = {
     "runs list": "alignlab.commands:RUNS_LIST",
     "runs show": "alignlab.commands:RUNS_SHOW",
     "demo": "alignlab.commands:DEMO",
+    "reward train": "alignlab.train.reward_cli:REWARD_TRAIN",
+    "reward eval": "alignlab.train.reward_cli:REWARD_EVAL",
+    "reward score": "alignlab.train.reward_cli:REWARD_SCORE",
     "forecast": "alignlab.forecast.command:FORECAST",
 }
 
@@ -47,6 +50,7 @@ HELP: dict[str, str] = {
     "score": "per-token log-probs of a continuation given a prompt",
     "runs": "list and show run folders ('runs list', 'runs show ID')",
     "demo": "the main job on the embedded model",
+    "reward": "reward models: 'reward train', 'reward eval', 'reward score'",
     "forecast": "Biological Anchors compute forecast",
 }
 

@@ -107,9 +107,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                 f.name, type=conv, nargs=nargs or ("?" if optional or default is not None else None),
                 default=default, help=help_text + shown, **extra,
             )
+        elif nargs:
+            # Repeating the flag adds to the list (--set a=1 --set b=2); the default applies only
+            # when the flag is absent.
+            parser.add_argument(
+                *names, dest=f.name, type=conv, nargs=nargs, action="extend", default=None,
+                help=help_text + shown, metavar=f.metadata.get("metavar"), **extra,
+            )
         else:
             parser.add_argument(
-                *names, dest=f.name, type=conv, nargs=nargs, default=default,
+                *names, dest=f.name, type=conv, default=default,
                 help=help_text + shown, metavar=f.metadata.get("metavar"), **extra,
             )
 
@@ -117,6 +124,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     """Build the config ``cls`` from parsed arguments; fields not on the command line keep defaults."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    for f in dataclasses.fields(cls):
+        if values.get(f.name, 0) is None and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            values[f.name] = f.default_factory()  # type: ignore[misc]
     return cls(**values)
 
 

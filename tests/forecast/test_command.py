@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def test_json_has_every_year_quantiles_and_each_anchor(capsys, runs_dir):
     (saved,) = list_runs()
     assert saved.kind == "forecast" and saved.state == "finished" and saved.env["seed"] == 0
     assert json.loads((saved.path / "results.json").read_text())["cdf"] == result["cdf"]
-    assert saved.config["scenario"] == "cotra-2020" and "--set" not in saved.config
+    assert saved.config["scenario"] == "cotra-2020" and saved.config["set"] == []
 
 
 def test_csv_has_a_row_per_year(capsys):
@@ -63,6 +64,7 @@ def test_text_report_with_overrides_a_sweep_and_the_tornado(capsys):
     assert "never                   15%" in out
     assert "Sweep of hardware.doubling_years:" in out and "Sensitivity of the median" in out
     assert "published:" in out and "saved to" in err
+    assert "inputs changed from the scenario: spending.doubling_years=2.0 hypotheses.evolution.weight=0.05" in out
 
 
 def test_out_writes_results_and_three_png_plots(capsys, tmp_path):
@@ -95,13 +97,14 @@ def test_bad_input_is_one_clean_line_and_exit_code_1(capsys, runs_dir, args, fra
     assert not runs_dir.exists() or not list(runs_dir.iterdir())
 
 
-def test_a_scenario_file_with_a_missing_input_is_refused(capsys, tmp_path):
-    path = tmp_path / "broken.toml"
-    path.write_text('extends = "cotra-2020"\n')
-    code, _, _ = run(["--scenario", str(path), *SMALL], capsys)
-    assert code == 0
-    text = Path(__file__).parent.joinpath("..", "..", "src", "alignlab", "forecast", "scenarios", "cotra-2020.toml")
-    path.write_text(text.resolve().read_text().replace("max_gdp_fraction = 0.01\n", ""))
+def test_a_user_scenario_file_runs_and_one_missing_an_input_is_refused(capsys, tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('extends = "cotra-2020"\nname = "mine"\n[gdp]\ngrowth = 0.02\n')
+    code, out, err = run(["--scenario", str(path), "--format", "json", *SMALL], capsys)
+    assert code == 0, err
+    assert json.loads(out)["scenario"] == "mine" and json.loads(out)["inputs"]["gdp"]["growth"] == 0.02
+    shipped = (resources.files("alignlab.forecast") / "scenarios" / "cotra-2020.toml").read_text()
+    path.write_text(shipped.replace("max_gdp_fraction = 0.01\n", ""))
     code, _, err = run(["--scenario", str(path)], capsys)
     assert code == 1 and "missing key 'spending.max_gdp_fraction'" in err and "<= 1" in err
 

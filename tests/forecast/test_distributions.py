@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from alignlab.forecast.distributions import check_distribution, median, sample
+from alignlab.forecast.distributions import check_distribution, sample
 
 
 def percentiles(value, n=400_000):
@@ -30,13 +30,6 @@ def test_points_sums_moments_uniform_and_mixtures():
     assert uniform.min() >= 0 and uniform.max() <= 3
     mix = sample({"mixture": [0.0, 10.0], "weights": [0.25, 0.75]}, rng, 200_000)
     assert (mix == 10.0).mean() == pytest.approx(0.75, abs=0.01)
-
-
-def test_median_of_each_form():
-    assert median(3) == 3.0
-    assert median({"normal": [0, 3]}) == 1.5
-    assert median({"lognormal": [4, 9]}) == pytest.approx(6.0)
-    assert median([{"normal": [20, 22]}, 16]) == pytest.approx(37.0, abs=0.05)
 
 
 @pytest.mark.parametrize("value, message", [

@@ -99,6 +99,8 @@ def test_missing_inputs_are_refused_with_their_range(raw):
 
 @pytest.mark.parametrize("override, fragment", [
     ("spending.max_gdp_fraction=1.5", "spending.max_gdp_fraction"),
+    ("hardware.doubling_years=nan", "hardware.doubling_years"),
+    ("hypotheses.lifetime.weight=nan", "hypotheses.lifetime.weight"),
     ("gdp.growth=3", "gdp.growth"),
     ("projection.end_year=2020", "projection.end_year"),
     ("hardware.max_flop_per_dollar=1e16", "hardware.max_flop_per_dollar"),

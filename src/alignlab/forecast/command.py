@@ -63,6 +63,7 @@ def run_forecast(config: ForecastConfig) -> int:
     scenario = load_scenario(config.scenario, config.set)
     forecast = simulate(scenario, config.draws, config.seed, sample_affordability=config.sample_affordability)
     result = forecast_dict(forecast, list(config.by_year))
+    result["overrides"] = list(config.set)
     tornado = _add_sensitivity(result, scenario, config) if (config.out or config.sensitivity) else None
     if config.sweep:
         _add_sweep(result, scenario, config)

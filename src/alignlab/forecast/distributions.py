@@ -59,13 +59,13 @@ def check_distribution(value: Any, key: str, low: float, high: float, unit: str 
         _check_mixture(value, key, low, high, unit)
         return
     if shape == "mean":
-        if "sd" not in value or not _is_number(value["mean"]) or not _is_number(value["sd"]):
+        if "sd" not in value or not is_number(value["mean"]) or not is_number(value["sd"]):
             raise ValueError(f"{key}: a normal by moments needs numbers mean and sd; {accepted}")
         if value["sd"] < 0 or not low <= value["mean"] <= high:
             raise ValueError(f"{key} = {value!r} is out of range (sd >= 0, mean in {low:g}..{high:g}{unit})")
         return
     pair = value[shape]
-    if not (isinstance(pair, list) and len(pair) == 2 and all(map(_is_number, pair))):
+    if not (isinstance(pair, list) and len(pair) == 2 and all(map(is_number, pair))):
         raise ValueError(f"{key}: {shape} needs two numbers, [low, high]; {accepted}")
     lo, hi = pair
     if not lo < hi:
@@ -84,19 +84,20 @@ def _check_mixture(value: dict, key: str, low: float, high: float, unit: str) ->
         check_distribution(part, f"{key}.mixture[{i}]", low, high, unit)
     weights = value.get("weights")
     if weights is not None:
-        if not (isinstance(weights, list) and len(weights) == len(parts) and all(map(_is_number, weights))):
+        if not (isinstance(weights, list) and len(weights) == len(parts) and all(map(is_number, weights))):
             raise ValueError(f"{key}: mixture weights must be {len(parts)} numbers, one per component")
         if min(weights) < 0 or abs(sum(weights) - 1.0) > 1e-6:
             raise ValueError(f"{key}: mixture weights {weights} must be >= 0 and sum to 1")
 
 
-def _is_number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
+    """A real number (an int or float, not a bool)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def sample(value: Any, rng: np.random.Generator, n: int) -> np.ndarray:
     """n independent draws of the distribution ``value`` (already checked), as float64, shape (n,)."""
-    if _is_number(value):
+    if is_number(value):
         return np.full(n, float(value))
     if isinstance(value, list):
         total = np.zeros(n)
@@ -121,20 +122,4 @@ def sample(value: Any, rng: np.random.Generator, n: int) -> np.ndarray:
     mean, sd = (lo + hi) / 2.0, (hi - lo) / (2.0 * Z90)
     draws = rng.normal(mean, sd, n)
     return draws if "normal" in value else np.exp(draws)
-
-
-def median(value: Any) -> float:
-    """The median of a point value, normal, lognormal or uniform; for sums and mixtures, the
-    median of 20,000 draws (used only for labels and sweeps, never in the model itself)."""
-    if _is_number(value):
-        return float(value)
-    if isinstance(value, dict):
-        for shape in ("normal", "uniform"):
-            if shape in value:
-                return float(sum(value[shape]) / 2.0)
-        if "lognormal" in value:
-            return float(np.sqrt(value["lognormal"][0] * value["lognormal"][1]))
-        if "mean" in value:
-            return float(value["mean"])
-    return float(np.median(sample(value, np.random.default_rng(0), 20_000)))
 

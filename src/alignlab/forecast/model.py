@@ -19,7 +19,7 @@ the affordability inputs too (a labelled extension: the report does not) and wal
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -110,7 +110,6 @@ class Forecast:
     """(H, Y) OOM of algorithmic progress per hypothesis."""
     seed: int
     sampled_affordability: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def draws(self) -> int:
@@ -159,7 +158,7 @@ def draw_requirements(scenario: Scenario, draws: int, rng: np.random.Generator) 
         chosen = np.nonzero(which == i)[0]
         if chosen.size:
             requirement[chosen] = update_against_low(sample_requirements(hypothesis, rng, chosen.size), update, rng)
-    return which.astype(np.int16 if len(weights) < 30000 else np.int32), requirement
+    return which.astype(np.int32), requirement
 
 
 def first_affordable(thresholds: np.ndarray, requirement: np.ndarray) -> np.ndarray:

@@ -87,7 +87,10 @@ def forecast_text(result: dict[str, Any]) -> str:
     """The human-readable report of ``forecast_dict`` output (plus tornado/sweep if present)."""
     end = result["years"][1]
     lines = [f"Biological Anchors forecast: {result['title']} [{result['scenario']}]",
-             f"{result['draws']:,} draws, seed {result['seed']}; affordability: {result['affordability']}", ""]
+             f"{result['draws']:,} draws, seed {result['seed']}; affordability: {result['affordability']}"]
+    if result.get("overrides"):
+        lines.append(f"inputs changed from the scenario: {' '.join(result['overrides'])}")
+    lines.append("")
     q = result["quantiles"]
     lines.append("TAI affordable by:  " + "   ".join(f"{float(k):.0%}: {_year(v, end)}" for k, v in q.items()))
     lines.append("P(by year):         " + "   ".join(f"{y}: {p:.1%}" for y, p in result["p_by_year"].items()))
@@ -137,5 +140,6 @@ def _sweep_text(sweep: dict[str, Any], end: int) -> str:
     for row in sweep["rows"]:
         q = row["quantiles"]
         p = "  ".join(f"{y}: {v:.1%}" for y, v in row["p_by_year"].items())
-        lines.append(f"  {row['value']!s:>12}  {_year(q['0.1'], end):>6}  {_year(q['0.5'], end):>6}  {_year(q['0.9'], end):>6}  {p}")
+        years = "  ".join(f"{_year(q[k], end):>6}" for k in ("0.1", "0.5", "0.9"))
+        lines.append(f"  {row['value']!s:>12}  {years}  {p}")
     return "\n".join(lines)

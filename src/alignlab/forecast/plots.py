@@ -40,9 +40,11 @@ def plot_cdf(forecast: Forecast, path: Path) -> Path:
                    label="published figures")
     plateau = 1 - scenario.never
     ax.axhline(plateau, color="grey", ls=":", lw=1)
-    ax.text(forecast.years[-1], plateau + 0.01, f"plateau 1 - P(never) = {plateau:.0%}", color="grey", fontsize=8, ha="right")
+    ax.text(forecast.years[-1], plateau + 0.01, f"plateau 1 - P(never) = {plateau:.0%}", color="grey", fontsize=8,
+            ha="right")
     ax.set(xlim=(forecast.years[0], forecast.years[-1]), ylim=(0, 1), xlabel="year",
-           ylabel="P(training TAI affordable by year)", title=f"Biological Anchors: {scenario.data.get('title', scenario.name)}")
+           ylabel="P(training TAI affordable by year)",
+           title=f"Biological Anchors: {scenario.data.get('title', scenario.name)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if published.get("source"):

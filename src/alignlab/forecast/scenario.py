@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from alignlab.forecast.distributions import _is_number, check_distribution
+from alignlab.forecast.distributions import is_number, check_distribution
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Spec:
 
     def accepted(self) -> str:
         if self.kind in ("bool", "str"):
-            return f"a {'true/false' if self.kind == 'bool' else 'string'}"
+            return "true or false" if self.kind == "bool" else "a string"
         low = f"> {self.low:g}" if self.above else f">= {self.low:g}"
         parts = [low] if self.low != float("-inf") else []
         parts += [f"<= {self.high:g}"] if self.high != float("inf") else []
@@ -71,7 +71,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "growth": Spec("number", -0.5, 1, "per year", "Yearly growth (0.03 = 3%)."),
     },
     "algorithms": {
-        "reference_year": Spec("number", **YEAR, doc="Requirements are stated in this year's algorithms; progress counts from it."),
+        "reference_year": Spec("number", **YEAR,
+                               doc="Requirements are stated in this year's algorithms; progress counts from it."),
     },
     "low_requirement_update": {
         "enabled": Spec("bool", doc="Push up requirements below ~1e27 (runs of GPT-3 scale did not produce TAI)."),
@@ -86,8 +87,10 @@ ANCHOR_INPUTS: dict[str, Spec] = {
     "brain_flops": Spec("dist", -10, 40, "log10 FLOP/s", "b: the brain's (or ancestors' brains') computation."),
     "inefficiency": Spec("dist", -30, 30, "OOM", "e: how much more compute 2020 ML needs than the brain does."),
     "transformative_vs_human": Spec("dist", -10, 10, "OOM", "t: a transformative model's compute vs a human's."),
-    "horizon": Spec("dist", 0, 60, "log10 s", "h: effective horizon (subjective seconds per sample), or the span learned over."),
-    "flop_per_param": Spec("dist", -5, 10, "log10 FLOP/param/s", "f: FLOP per parameter per subjective second.", required=False),
+    "horizon": Spec("dist", 0, 60, "log10 s",
+                    "h: effective horizon (subjective seconds per sample), or the span learned over."),
+    "flop_per_param": Spec("dist", -5, 10, "log10 FLOP/param/s", "f: FLOP per parameter per subjective second.",
+                           required=False),
     "scaling_exponent": Spec("dist", 0, 3, "", "alpha: data needed grows as parameters^alpha.", required=False),
     "parameters": Spec("dist", 0, 30, "log10", "p: parameters; if absent, p = b + e - f.", required=False),
     "reference_params": Spec("number", 0, 30, "log10", "P_ref: parameters of the reference scaling point.", required=False),
@@ -98,7 +101,8 @@ HYPOTHESIS_FIELDS: dict[str, Spec] = {
     "label": Spec("str", doc="Name shown in tables and plots."),
     "weight": Spec("number", 0, 1, "", "Probability of this hypothesis; 1 - sum of weights is 'never'."),
     "data_scaling": Spec("bool", doc="true: log10 C = b+e+t+h + S_ref + alpha (p - P_ref); false: b+e+t+h."),
-    "algorithm_halving_years": Spec("number", 0, 100, "years", "Years for algorithms to halve this requirement, early on.", above=True),
+    "algorithm_halving_years": Spec("number", 0, 100, "years", "Years for algorithms to halve this requirement, early on.",
+                                    above=True),
     "algorithm_max_oom": Spec("number", 0, 30, "OOM", "Most that algorithmic progress can cut this requirement."),
     **ANCHOR_INPUTS,
 }
@@ -310,13 +314,13 @@ def _check_value(value: Any, key: str, spec: Spec, where: str) -> None:
         if not isinstance(value, str):
             raise ValueError(f"{where}: {key} = {value!r}; accepted: a string")
     elif spec.kind == "numbers":
-        if not isinstance(value, list) or not all(_is_number(v) and spec.low <= v <= spec.high for v in value):
+        if not isinstance(value, list) or not all(is_number(v) and spec.low <= v <= spec.high for v in value):
             raise ValueError(f"{where}: {key} = {value!r}; accepted: a list of numbers, each in "
                              f"{spec.low:g}..{spec.high:g} {spec.unit}".rstrip())
     else:
-        if not _is_number(value) or (spec.kind == "int" and not isinstance(value, int)):
+        if not is_number(value) or (spec.kind == "int" and not isinstance(value, int)):
             raise ValueError(bad)
-        if value < spec.low or value > spec.high or (spec.above and value <= spec.low):
+        if not spec.low <= value <= spec.high or (spec.above and value <= spec.low):  # also refuses nan
             raise ValueError(bad)
 
 
@@ -371,9 +375,9 @@ def _check_sensitivity(data: dict[str, Any], where: str) -> None:
             current = get_path(data, key)
         except KeyError:
             raise ValueError(f"{where}: sensitivity key '{key}' names no input of the scenario") from None
-        if not _is_number(current):
+        if not is_number(current):
             raise ValueError(f"{where}: sensitivity key '{key}' is not a point value (only those can be varied)")
-        if not (isinstance(pair, list) and len(pair) == 2 and all(map(_is_number, pair)) and pair[0] < pair[1]):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(map(is_number, pair)) and pair[0] < pair[1]):
             raise ValueError(f"{where}: sensitivity.'{key}' = {pair!r}; accepted: [low, high] with low < high")
 
 
@@ -389,5 +393,5 @@ def _check_published(table: Any, where: str) -> None:
         rows = table.get(key, {})
         flat = rows.items() if key == "p_by_year" else [(f"{a}.{y}", p) for a, r in rows.items() for y, p in r.items()]
         for year, p in flat:
-            if not _is_number(p) or not 0 <= p <= 1:
+            if not is_number(p) or not 0 <= p <= 1:
                 raise ValueError(f"{where}: published.{key}.{year} = {p!r}; accepted: a probability in 0..1")
