@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from alignlab.train.reward import RewardTrainConfig, train_reward
 
 def run_train(config: RewardTrainConfig) -> int:
     run = train_reward(config, progress=sys.stderr.isatty())
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under a multi-process launcher only the main process reports
     status = run.path / "summary.json"
     if status.exists():
         summary = json.loads(status.read_text())

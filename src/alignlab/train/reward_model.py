@@ -165,7 +165,7 @@ def save_reward_model(rm: RewardModel, folder: Path, mode: str, base_model: str,
     tensors = {"head.weight": rm.head.weight.detach().contiguous(), "head.bias": rm.head.bias.detach().contiguous(),
                "norm_mean": rm.norm_mean, "norm_std": rm.norm_std}
     if mode == "last":
-        tensors.update({f"lm.{k}": v.contiguous() for k, v in trainable_state(rm, mode).items()
+        tensors.update({k: v.contiguous() for k, v in trainable_state(rm, mode).items()
                         if not k.startswith("head.")})
     save_file(tensors, str(tmp / "reward_head.safetensors"))
     if mode == "lora":
