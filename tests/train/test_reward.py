@@ -207,3 +207,24 @@ def test_cli_train_eval_score_end_to_end(separable, tmp_path, capsys):
     assert main(["reward", "train", "--data", str(bad), "--model", "tiny"]) == 1
     err = capsys.readouterr().err
     assert "bad.jsonl line 1" in err and "chosen" in err
+
+
+def test_normalisation_on_a_policys_responses_and_demonstrations_grounded_by_sampling(separable, tmp_path):
+    from alignlab.data import Demonstration
+    from alignlab.fileio import append_jsonl
+
+    rng = random.Random(7)
+    policy = tmp_path / "policy.jsonl"
+    rows = [{"prompt": f"Review {i}:", "completion": sentence(rng, GOOD + BAD)} for i in range(30)]
+    for row in rows:
+        append_jsonl(policy, row)
+    demos = tmp_path / "demos.jsonl"
+    write_feedback(demos, [Demonstration(f"Write {i}:", sentence(rng, GOOD)) for i in range(6)])
+    run = train_reward(RewardTrainConfig(data=f"{separable},{demos}", model="tiny", mode="head", max_steps=5,
+                                         normalize_on=policy, demo_samples=2, eval_fraction=0), progress=False)
+    s = summary(run)
+    assert s["choices"] == 160 + 6 * 2  # each demonstration is preferred over 2 sampled responses
+    rm = load_reward_model(run.path / "model")
+    mean, _ = rm.score([r["prompt"] for r in rows], [r["completion"] for r in rows])
+    assert float(mean.mean()) == pytest.approx(0.0, abs=1e-4)
+    assert float(mean.std()) == pytest.approx(1.0, abs=1e-3)
