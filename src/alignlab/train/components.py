@@ -100,3 +100,177 @@ REWARD_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "centering": centering_loss,
     "rating": rating_loss,
 }
+
+
+# -- policy math: log-probs, KL, advantages ---------------------------------------------------------
+
+
+def sequence_logprob(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of per-token log-probs over the response. (B, T), (B, T) -> (B,)."""
+    return (token_logps * mask.to(token_logps.dtype)).sum(-1)
+
+
+def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k1 estimator of KL(pi || ref) on samples from pi: log pi - log ref (unbiased, can be < 0)."""
+    return logp - ref_logp
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator (Schulman 2020): (r - 1) - log r with r = ref/pi; unbiased and >= 0."""
+    log_ratio = ref_logp - logp
+    return torch.expm1(log_ratio) - log_ratio
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """Normalise to unit variance over the masked entries; keep the mean when shift_mean is False
+    (rewards are whitened without shifting, advantages with). (B, T) -> (B, T)."""
+    mean = masked_mean(values, mask)
+    var = masked_mean((values - mean) ** 2, mask)
+    out = (values - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask.to(values.dtype)
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over response tokens (Schulman et al. 2016).
+
+    rewards, values, mask: (B, T), the mask marking response tokens (a contiguous run per row).
+    The value after a row's last token is 0. Returns (advantages, returns), both (B, T).
+    """
+    mask = mask.to(rewards.dtype)
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
+    next_value = torch.zeros_like(running)
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = delta + gamma * lam * running
+        running = running * mask[:, t]  # positions after the response stay at zero
+        advantages[:, t] = running
+        next_value = values[:, t] * mask[:, t]
+    return advantages, (advantages + values) * mask
+
+
+def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                        mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate, averaged over response tokens. (B, T) each.
+
+    Returns the loss and diagnostics: approx_kl (k3-style 0.5 * mean (log ratio)^2), clipfrac
+    (share of tokens where the clipped branch is active) and the mean ratio.
+    """
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip, 1 + clip)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {"approxkl": 0.5 * masked_mean(log_ratio ** 2, mask),
+                 "clipfrac": masked_mean((clipped > unclipped).float(), mask),
+                 "ratio": masked_mean(ratio, mask)}
+    return loss, stats
+
+
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+                       mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """0.5 * max((v - R)^2, (v_clipped - R)^2) averaged over response tokens; and the clip fraction."""
+    v_clipped = old_values + (values - old_values).clamp(-clip, clip)
+    a, b = (values - returns) ** 2, (v_clipped - returns) ** 2
+    return 0.5 * masked_mean(torch.maximum(a, b), mask), masked_mean((b > a).float(), mask)
+
+
+class AdaptiveKLController:
+    """Ziegler et al. 2019: beta <- beta * (1 + clip(KL/target - 1, -0.2, 0.2) * n / horizon)."""
+
+    def __init__(self, init_beta: float, target: float, horizon: int):
+        if init_beta <= 0 or target <= 0 or horizon <= 0:
+            raise ValueError(f"adaptive KL needs init_beta, target and horizon > 0 (got {init_beta}, {target}, {horizon})")
+        self.value, self.target, self.horizon = init_beta, target, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        error = min(max(current_kl / self.target - 1, -0.2), 0.2)
+        self.value *= 1 + error * n_steps / self.horizon
+        return self.value
+
+
+class FixedKLController:
+    """A constant KL coefficient."""
+
+    def __init__(self, beta: float):
+        if beta < 0:
+            raise ValueError(f"KL coefficient {beta} must be >= 0")
+        self.value = beta
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        return self.value
+
+
+# -- the DPO family ------------------------------------------------------------------------------------
+# Every pairwise loss has one signature, so a user-defined loss given as module:function can
+# stand in for any of them:
+#   loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, chosen_tokens, rejected_tokens)
+# with sequence log-prob sums and token counts, all (B,), returning a per-pair loss (B,).
+
+
+def dpo_sigmoid(pc, pr, rc, rr, beta, nc, nr):
+    """DPO (Rafailov et al. 2023): -log sigmoid(beta * ((pc - rc) - (pr - rr)))."""
+    return -F.logsigmoid(beta * ((pc - rc) - (pr - rr)))
+
+
+def dpo_hinge(pc, pr, rc, rr, beta, nc, nr):
+    """SLiC-style hinge: max(0, 1 - beta * delta)."""
+    return torch.relu(1 - beta * ((pc - rc) - (pr - rr)))
+
+
+def dpo_ipo(pc, pr, rc, rr, beta, nc, nr):
+    """IPO (Azar et al. 2023) on length-normalised log-ratios: (rho_w/|y_w| - rho_l/|y_l| - 1/(2 beta))^2."""
+    return ((pc - rc) / nc - (pr - rr) / nr - 1 / (2 * beta)) ** 2
+
+
+def make_dpo_robust(eps: float):
+    """Robust DPO (Chowdhury et al. 2024) for label noise eps < 0.5."""
+    if not 0 <= eps < 0.5:
+        raise ValueError(f"label noise eps is {eps}; it must be in [0, 0.5)")
+
+    def dpo_robust(pc, pr, rc, rr, beta, nc, nr):
+        z = beta * ((pc - rc) - (pr - rr))
+        return (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
+
+    return dpo_robust
+
+
+DPO_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "sigmoid": dpo_sigmoid,
+    "hinge": dpo_hinge,
+    "ipo": dpo_ipo,
+    "robust": make_dpo_robust(0.1),
+}
+
+
+def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor,
+             reference_point: torch.Tensor | float, beta: float, desirable_weight: float = 1.0,
+             undesirable_weight: float = 1.0) -> torch.Tensor:
+    """KTO (Ethayarajh et al. 2024) for unpaired thumbs. (B,) -> (B,).
+
+    ``reference_point`` is z0: a detached, clamped (>= 0) estimate of KL(policy || ref) from
+    mismatched prompt/completion pairs. Desirable: w_d (1 - sigmoid(beta (rho - z0)));
+    undesirable: w_u (1 - sigmoid(beta (z0 - rho))), with rho = log pi - log ref.
+    """
+    rho = policy_logps - ref_logps
+    z0 = torch.as_tensor(reference_point, dtype=rho.dtype).detach().clamp(min=0)
+    good = desirable_weight * (1 - torch.sigmoid(beta * (rho - z0)))
+    bad = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - rho)))
+    return torch.where(desirable.bool(), good, bad)
+
+
+def sft_term(policy_chosen: torch.Tensor, chosen_tokens: torch.Tensor) -> torch.Tensor:
+    """Per-token negative log-likelihood of the chosen response: the optional SFT term added to a
+    DPO loss (counters both likelihoods falling). (B,), (B,) -> (B,)."""
+    return -policy_chosen / chosen_tokens.clamp(min=1)
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || base) = log n - (n - 1)/n nats (exact for distinct samples; a bound with ties)."""
+    if n < 1:
+        raise ValueError(f"n is {n}; best-of-n needs n >= 1")
+    return math.log(n) - (n - 1) / n
