@@ -12,8 +12,6 @@ CPU): each process takes an equal slice of every global batch and DDP averages g
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +20,11 @@ from typing import Literal
 import torch
 
 from alignlab.fileio import atomic_write_json, read_jsonl
-from alignlab.runs import Run, find_run
+from alignlab.runs import Run
 from alignlab.train.components import centering_loss, choice_nll, rating_loss
+from alignlab.train.hooks import Hooks, StepContext
+from alignlab.train.loop import (check_finite, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
+                                 reopen_run, save_checkpoint, truncate_metrics)
 from alignlab.train.reward_model import (RewardModel, configure_trainable, pad_right, save_reward_model)
 
 DEFAULT_LR = {"head": 1e-3, "last": 1e-4, "lora": 2e-4, "full": 1e-5}
@@ -270,55 +271,11 @@ def bootstrap_weights(n: int, members: int, seed: int) -> torch.Tensor:
     return torch.poisson(torch.ones(n, members), generator=g)
 
 
-def _reopen(config: RewardTrainConfig) -> tuple[RewardTrainConfig, Run]:
-    """The original config and run of a run to resume (only stop_after comes from the new call)."""
-    info = find_run(config.resume)
-    if info.kind != "reward":
-        raise ValueError(f"run {info.id} is a '{info.kind}' run, not a reward run; resume a reward run")
-    fields = RewardTrainConfig.__dataclass_fields__
-    saved = {k: v for k, v in info.config.items() if k in fields}
-    for key in ("normalize_on", "policy_samples", "out"):
-        if saved.get(key) is not None:
-            saved[key] = Path(saved[key])
-    saved.update(resume=config.resume, stop_after=config.stop_after)
-    return RewardTrainConfig(**saved), Run(info.id, info.path)
+def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks | None = None) -> Run:
+    """Train (or resume) a reward model; returns the run. The model is saved in the run folder.
 
-
-def latest_checkpoint(run_path: Path) -> Path | None:
-    folders = sorted((run_path / "checkpoints").glob("step-*"))
-    return folders[-1] if folders else None
-
-
-def save_checkpoint(run_path: Path, step: int, trainable: dict, optimizer, scheduler, reference: float) -> None:
-    """Write checkpoints/step-N atomically and keep the newest two."""
-    folder = run_path / "checkpoints" / f"step-{step:07d}"
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save({"step": step, "params": {k: p.detach().clone() for k, p in trainable.items()},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "reference": reference}, tmp / "state.pt")
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    for old in sorted((run_path / "checkpoints").glob("step-*"))[:-2]:
-        if not old.name.endswith(".tmp"):
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _truncate_metrics(run_path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from (they will be written again)."""
-    path = run_path / "metrics.jsonl"
-    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step and "eval/accuracy" not in r]
-    import json
-
-    from alignlab.fileio import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def train_reward(config: RewardTrainConfig, progress: bool = True) -> Run:
-    """Train (or resume) a reward model; returns the run. The model is saved in the run folder."""
+    ``hooks`` are called after every backward pass and optimizer step (train/hooks.py).
+    """
     from accelerate import Accelerator
     from tqdm import tqdm
 
@@ -327,7 +284,7 @@ def train_reward(config: RewardTrainConfig, progress: bool = True) -> Run:
     resuming = config.resume is not None
     run = None
     if resuming:
-        config, run = _reopen(config)
+        config, run = reopen_run(config, "reward")
     if config.batch_size < 1 or config.epochs < 1 or config.max_steps < 0:
         raise ValueError("batch_size and epochs must be at least 1, max_steps 0 or more")
     if not 0 <= config.eval_fraction < 1:
@@ -384,9 +341,7 @@ def train_reward(config: RewardTrainConfig, progress: bool = True) -> Run:
     optimizer = torch.optim.AdamW(trainable.values(), lr=lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     total = config.max_steps or config.epochs * steps_per_epoch
-    warm = config.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warm) if warm and s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    scheduler = linear_schedule(optimizer, config.warmup_steps, total)
     order = data_order(train_rows, total, config.batch_size, config.seed)
     weights = bootstrap_weights(len(items.options), config.ensemble, config.seed)
 
@@ -394,15 +349,10 @@ def train_reward(config: RewardTrainConfig, progress: bool = True) -> Run:
     start = 0
     checkpoint = latest_checkpoint(run.path) if resuming else None
     if checkpoint is not None:
-        state = torch.load(checkpoint / "state.pt", weights_only=False)
-        with torch.no_grad():
-            for name, value in state["params"].items():
-                trainable[name].copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rm.reference, start = state["reference"], state["step"]
+        start, extra = load_checkpoint(checkpoint, trainable, optimizer, scheduler)
+        rm.reference = extra["reference"]
         if accelerator.is_main_process:
-            _truncate_metrics(run.path, start)
+            truncate_metrics(run.path, start)
             print(f"alignlab reward: resuming run {run.id} from step {start} of {total}", file=sys.stderr)
 
     # 5. the loop
@@ -415,27 +365,22 @@ def train_reward(config: RewardTrainConfig, progress: bool = True) -> Run:
         mine = rows[rank * local:(rank + 1) * local]
         losses, stats = batch_losses(rewards_of, items, mine, rm.reference, config)  # (n, K)
         loss = (losses * weights[mine]).sum() / local
-        if not torch.isfinite(loss):
-            from alignlab.errors import NonFiniteError
-
-            raise NonFiniteError(f"non-finite reward loss at step {step} (batch items {mine[:8]}); "
-                                 "lower --lr, check the data for extreme margins or ratings, or use --dtype float32")
-        optimizer.zero_grad(set_to_none=True)
+        check_finite(loss, step, "reward loss", f"items {mine[:8]}")
         accelerator.backward(loss)
-        grad_norm = torch.nn.utils.clip_grad_norm_(list(trainable.values()), config.max_grad_norm or math.inf)
-        optimizer.step()
-        scheduler.step()
+        ctx = StepContext(step + 1, rm, loss.detach(), optimizer, trainable)
+        optimizer_step(ctx, scheduler, config.max_grad_norm, hooks)
         # The reference point for thumbs follows the mean reward of what the model sees (BCO-style).
         batch_mean = accelerator.reduce(stats["batch_mean_reward"].reshape(1).to(accelerator.device), "mean")
         rm.reference = 0.9 * rm.reference + 0.1 * float(batch_mean)
-        metrics = _step_metrics(accelerator, loss, stats, grad_norm, scheduler.get_last_lr()[0])
+        metrics = {**_step_metrics(accelerator, loss, stats, ctx.grad_norm, scheduler.get_last_lr()[0]),
+                   "grad_clipped": ctx.clipped, **ctx.metrics}
         if accelerator.is_main_process:
             run.log_metrics(step + 1, **metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['rewards/accuracies']:.2f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == stop_at:
             if accelerator.is_main_process:
-                save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, rm.reference)
+                save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, {"reference": rm.reference})
             accelerator.wait_for_everyone()
     bar.close()
     if stop_at < total:
@@ -446,7 +391,7 @@ def train_reward(config: RewardTrainConfig, progress: bool = True) -> Run:
 
     # 6. evaluate, normalise, save
     if accelerator.is_main_process:
-        summary = finish_reward_run(rm, items, eval_rows, run, config, n_records, choice_set.unused, features)
+        summary = finish_reward_run(rm, items, eval_rows, run, config, n_records, choice_set.unused, features, total)
         run.finish(**summary)
     accelerator.wait_for_everyone()
     return run
@@ -499,7 +444,7 @@ def item_accuracy(rm: RewardModel, items: Items, rows: list[int], features: torc
     return out
 
 
-def finish_reward_run(rm, items, eval_rows, run, config, n_records, unused, features) -> dict:
+def finish_reward_run(rm, items, eval_rows, run, config, n_records, unused, features, step: int = 0) -> dict:
     """Held-out accuracy, optional normalisation on a policy's responses, and the saved model."""
     rm.eval()
     summary: dict = {"records": n_records, "choices": len(items.options), "texts": len(items.texts),
@@ -519,7 +464,7 @@ def finish_reward_run(rm, items, eval_rows, run, config, n_records, unused, feat
         rm.norm_mean.copy_(raw.mean(0))
         rm.norm_std.copy_(raw.std(0).clamp(min=1e-6) if len(raw) > 1 else torch.ones(rm.ensemble))
         summary["normalized_on"] = {"file": str(config.normalize_on), "responses": len(rows)}
-    run.log_metrics(len(items.options), **{k: v for k, v in summary.items() if k.startswith("eval/")})
+    run.log_metrics(step, final=True, **{k: v for k, v in summary.items() if k.startswith("eval/")})
     out = config.out or run.path / "model"
     save_reward_model(rm, out, config.mode, config.model, extra={"run": run.id})
     summary["model"] = str(out)

@@ -1,0 +1,66 @@
+"""A small hook protocol that training loops call, so observers (the white-box monitors, a
+gradient logger, a test) attach without the loops importing them.
+
+Every alignlab training loop calls, once per optimizer step:
+
+    hooks.after_backward(ctx)   # gradients are in p.grad, not yet clipped
+    hooks.after_step(ctx)       # the optimizer has stepped
+
+with a ``StepContext`` holding the step number, the model, the loss, the optimizer, the
+trainable named parameters and the step's gradient-norm record. A hook may add metrics to
+``ctx.metrics``; the loop logs them with its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class StepContext:
+    step: int
+    model: torch.nn.Module
+    loss: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    parameters: dict[str, torch.nn.Parameter]
+    grad_norm: float = float("nan")
+    """Global gradient norm before clipping (set after backward)."""
+    clipped: bool = False
+    """Whether clipping scaled this step's gradient down."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainingHook(Protocol):
+    def after_backward(self, ctx: StepContext) -> None: ...
+
+    def after_step(self, ctx: StepContext) -> None: ...
+
+
+class Hooks:
+    """The hooks attached to one run, called in order."""
+
+    def __init__(self, hooks: Iterable[TrainingHook] = ()):
+        self.hooks = list(hooks)
+
+    def after_backward(self, ctx: StepContext) -> None:
+        for hook in self.hooks:
+            if hasattr(hook, "after_backward"):
+                hook.after_backward(ctx)
+
+    def after_step(self, ctx: StepContext) -> None:
+        for hook in self.hooks:
+            if hasattr(hook, "after_step"):
+                hook.after_step(ctx)
+
+
+def clip_gradients(parameters: dict[str, torch.nn.Parameter], max_norm: float) -> tuple[float, bool]:
+    """Clip the global gradient norm to ``max_norm`` (0 = no clipping); return (norm before, clipped?)."""
+    grads = [p for p in parameters.values() if p.grad is not None]
+    if not grads:
+        return 0.0, False
+    norm = float(torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm > 0 else float("inf")))
+    return norm, bool(max_norm > 0 and norm > max_norm)

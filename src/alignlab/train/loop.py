@@ -1,0 +1,116 @@
+"""Loop pieces every training method shares: checkpoints, resuming, the schedule, one
+optimizer step with clipping and hooks. Kept small on purpose: the loops themselves stay in
+their own files (sft.py, dpo.py, ppo.py, reward.py) so each reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignlab.errors import NonFiniteError
+from alignlab.fileio import atomic_write_text, read_jsonl
+from alignlab.runs import Run, find_run
+from alignlab.train.hooks import Hooks, StepContext, clip_gradients
+
+
+def reopen_run(config: Any, kind: str) -> tuple[Any, Run]:
+    """The original config and run of ``config.resume``; only ``stop_after`` comes from the new call."""
+    info = find_run(config.resume)
+    if info.kind != kind:
+        raise ValueError(f"run {info.id} is a '{info.kind}' run, not a {kind} run; resume a {kind} run")
+    cls = type(config)
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    saved = {k: v for k, v in info.config.items() if k in hints}
+    for name, value in saved.items():
+        if value is not None and "Path" in str(hints[name].type):
+            saved[name] = Path(value)
+    saved.update(resume=config.resume, stop_after=getattr(config, "stop_after", 0))
+    return cls(**saved), Run(info.id, info.path)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def latest_checkpoint(run_path: Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, if any."""
+    folders = [p for p in sorted((run_path / "checkpoints").glob("step-*")) if not p.name.endswith(".tmp")]
+    return folders[-1] if folders else None
+
+
+def save_checkpoint(run_path: Path, step: int, parameters: dict[str, torch.nn.Parameter], optimizer,
+                    scheduler, extra: dict[str, Any] | None = None, keep: int = 2) -> Path:
+    """Write checkpoints/step-N atomically (temp folder, then rename) and keep the newest ``keep``."""
+    folder = run_path / "checkpoints" / f"step-{step:07d}"
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save({"step": step, "params": {k: p.detach().clone() for k, p in parameters.items()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "extra": extra or {}}, tmp / "state.pt")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    done = [p for p in sorted((run_path / "checkpoints").glob("step-*")) if not p.name.endswith(".tmp")]
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def load_checkpoint(folder: Path, parameters: dict[str, torch.nn.Parameter], optimizer, scheduler) -> tuple[int, dict]:
+    """Restore parameters, optimizer and schedule; return (step, extra state)."""
+    state = torch.load(folder / "state.pt", weights_only=False)
+    with torch.no_grad():
+        for name, value in state["params"].items():
+            parameters[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["step"], state.get("extra", {})
+
+
+def truncate_metrics(run_path: Path, step: int) -> None:
+    """Drop metric lines written after ``step`` (a resumed run writes them again)."""
+    path = run_path / "metrics.jsonl"
+    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step and not r.get("final")]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def check_finite(loss: torch.Tensor, step: int, what: str, batch: Any) -> None:
+    """Stop with the step and the batch named when a loss is NaN or infinite."""
+    if not torch.isfinite(loss).all():
+        raise NonFiniteError(f"non-finite {what} at step {step} (batch {batch}); lower the learning rate, "
+                             "check the data, or train in float32")
+
+
+def optimizer_step(ctx: StepContext, scheduler, max_grad_norm: float, hooks: Hooks | None = None) -> None:
+    """After backward: hooks, clipping (recording the norm and whether it clipped), step, hooks."""
+    hooks = hooks or Hooks()
+    ctx.grad_norm, ctx.clipped = clip_gradients_before_hooks(ctx, max_grad_norm, hooks)
+    if not torch.isfinite(torch.tensor(ctx.grad_norm)):
+        raise NonFiniteError(f"non-finite gradient norm at step {ctx.step}; lower the learning rate or train in float32")
+    ctx.optimizer.step()
+    scheduler.step()
+    hooks.after_step(ctx)
+    ctx.optimizer.zero_grad(set_to_none=True)
+
+
+def clip_gradients_before_hooks(ctx: StepContext, max_grad_norm: float, hooks: Hooks) -> tuple[float, bool]:
+    """Measure the norm first so after_backward hooks see it, then let them look, then clip."""
+    grads = [p.grad for p in ctx.parameters.values() if p.grad is not None]
+    ctx.grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+    ctx.clipped = bool(max_grad_norm > 0 and ctx.grad_norm > max_grad_norm)
+    hooks.after_backward(ctx)
+    return clip_gradients(ctx.parameters, max_grad_norm)
