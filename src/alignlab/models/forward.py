@@ -12,7 +12,13 @@ import torch
 
 
 def decoder(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformer body of a ``*ForCausalLM`` model (everything before the output layer)."""
+    """The transformer body of a ``*ForCausalLM`` model (everything before the output layer).
+
+    A peft model is unwrapped: its adapters are injected into the base model's layers, so the
+    body still runs them (and ``disable_adapter()`` still turns them off).
+    """
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     body = getattr(model, getattr(model, "base_model_prefix", "model"), None)
     if body is None or body is model:
         raise TypeError(f"{type(model).__name__} has no separate decoder body; alignlab needs a "
@@ -42,6 +48,8 @@ def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     form about 4x faster in float32 on this kind of CPU (see benchmarks/), and the result is the
     same product.
     """
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     head = model.get_output_embeddings()
     flat = hidden.reshape(-1, hidden.shape[-1])
     weight = head.weight

@@ -30,7 +30,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 ACCEPTED = (
     f"'{EMBEDDED}' (the embedded Gemma 3 270M base model), "
     f"'{TINY}' (a random 2-layer Gemma 3 with the real tokenizer, for tests), "
-    "or the path of a local Hugging Face model folder (one with config.json and weights)"
+    "or the path of a local Hugging Face model folder (one with config.json and weights, or a LoRA "
+    "adapter saved by alignlab)"
 )
 
 
@@ -192,6 +193,8 @@ def load_model(name_or_path: str | os.PathLike = EMBEDDED, dtype: str | torch.dt
         if not folder.exists():
             raise ModelLoadError(f"unknown model '{name}': it is neither a known name nor an existing "
                                  f"folder. Accepted: {ACCEPTED}")
+        if (folder / "adapter_config.json").is_file():
+            return _load_adapter(folder, torch_dtype)
         if not folder.is_dir() or not (folder / "config.json").is_file():
             raise ModelLoadError(f"'{name}' is not a Hugging Face model folder (no config.json in it). "
                                  f"Accepted: {ACCEPTED}")
@@ -203,4 +206,23 @@ def load_model(name_or_path: str | os.PathLike = EMBEDDED, dtype: str | torch.dt
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.name_or_path = name
+    return Loaded(model.eval(), tokenizer)
+
+
+def _load_adapter(folder: Path, dtype: torch.dtype) -> Loaded:
+    """A LoRA policy saved by alignlab: load its base, apply the adapter and merge it (sampling speed)."""
+    import json
+
+    from peft import PeftModel
+
+    info_path = folder / "alignlab_policy.json"
+    if info_path.is_file():
+        base = json.loads(info_path.read_text())["base_model"]
+    else:
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"adapter folder '{folder}' does not name its base model; Accepted: {ACCEPTED}")
+    model, tokenizer = load_model(base, dtype=dtype)
+    model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    model.config.name_or_path = str(folder)
     return Loaded(model.eval(), tokenizer)

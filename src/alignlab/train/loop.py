@@ -35,6 +35,17 @@ def reopen_run(config: Any, kind: str) -> tuple[Any, Run]:
     return cls(**saved), Run(info.id, info.path)
 
 
+def data_order(train_rows: list[int], total_steps: int, batch_size: int, seed: int) -> list[int]:
+    """The rows of every global batch, epoch after epoch, each epoch its own seeded shuffle."""
+    order: list[int] = []
+    epoch = 0
+    while len(order) < total_steps * batch_size:
+        perm = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+        order.extend(train_rows[i] for i in perm.tolist())
+        epoch += 1
+    return order
+
+
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
     def factor(step: int) -> float:
@@ -114,3 +125,13 @@ def clip_gradients_before_hooks(ctx: StepContext, max_grad_norm: float, hooks: H
     ctx.clipped = bool(max_grad_norm > 0 and ctx.grad_norm > max_grad_norm)
     hooks.after_backward(ctx)
     return clip_gradients(ctx.parameters, max_grad_norm)
+
+
+def broadcast_run(accelerator, run: Run | None) -> Run:
+    """Every process needs the run folder the main process made."""
+    if accelerator.num_processes == 1:
+        return run
+    from accelerate.utils import broadcast_object_list
+
+    payload = broadcast_object_list([(run.id, str(run.path)) if run is not None else None])
+    return Run(payload[0][0], Path(payload[0][1]))

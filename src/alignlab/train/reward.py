@@ -23,7 +23,7 @@ from alignlab.fileio import atomic_write_json, read_jsonl
 from alignlab.runs import Run
 from alignlab.train.components import centering_loss, choice_nll, rating_loss
 from alignlab.train.hooks import Hooks, StepContext
-from alignlab.train.loop import (check_finite, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
+from alignlab.train.loop import (broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
                                  reopen_run, save_checkpoint, truncate_metrics)
 from alignlab.train.reward_model import (RewardModel, configure_trainable, pad_right, save_reward_model)
 
@@ -252,17 +252,6 @@ def batch_losses(rewards_of, items: Items, rows: list[int], reference: float,
     return losses, stats
 
 
-def data_order(train_rows: list[int], total_steps: int, batch_size: int, seed: int) -> list[int]:
-    """The rows of every global batch, epoch after epoch, each epoch its own seeded shuffle."""
-    order: list[int] = []
-    epoch = 0
-    while len(order) < total_steps * batch_size:
-        perm = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-        order.extend(train_rows[i] for i in perm.tolist())
-        epoch += 1
-    return order
-
-
 def bootstrap_weights(n: int, members: int, seed: int) -> torch.Tensor:
     """(n, K) Poisson(1) resampling weights per item and ensemble member (all ones for one member)."""
     if members == 1:
@@ -319,7 +308,7 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
         raise ValueError("no training choices left after the held-out split; lower --eval-fraction or add data")
     if run is None:
         run = Run.create("reward", config, seed=config.seed) if accelerator.is_main_process else None
-        run = _broadcast_run(accelerator, run)
+        run = broadcast_run(accelerator, run)
     features = cached_features(rm, items.ids, progress=progress and accelerator.is_main_process) \
         if config.mode == "head" else None
 
@@ -395,16 +384,6 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
         run.finish(**summary)
     accelerator.wait_for_everyone()
     return run
-
-
-def _broadcast_run(accelerator, run: Run | None) -> Run:
-    """Every process needs the run folder the main process made."""
-    if accelerator.num_processes == 1:
-        return run
-    from accelerate.utils import broadcast_object_list
-
-    payload = broadcast_object_list([(run.id, str(run.path)) if run is not None else None])
-    return Run(payload[0][0], Path(payload[0][1]))
 
 
 def _step_metrics(accelerator, loss, stats, grad_norm, lr) -> dict[str, float]:
