@@ -41,6 +41,8 @@ COMMANDS: dict[str, str] = {
     "reward train": "alignlab.train.reward_cli:REWARD_TRAIN",
     "reward eval": "alignlab.train.reward_cli:REWARD_EVAL",
     "reward score": "alignlab.train.reward_cli:REWARD_SCORE",
+    "sft": "alignlab.train.policy_cli:SFT",
+    "dpo": "alignlab.train.policy_cli:DPO",
     "forecast": "alignlab.forecast.command:FORECAST",
 }
 
@@ -51,6 +53,8 @@ HELP: dict[str, str] = {
     "runs": "list and show run folders ('runs list', 'runs show ID')",
     "demo": "the main job on the embedded model",
     "reward": "reward models: 'reward train', 'reward eval', 'reward score'",
+    "sft": "supervised fine-tuning on demonstrations",
+    "dpo": "DPO-family preference optimisation (or KTO on thumbs)",
     "forecast": "Biological Anchors compute forecast",
 }
 

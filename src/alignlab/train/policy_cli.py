@@ -1,0 +1,36 @@
+"""`alignlab sft | dpo | bon | ppo`: thin wrappers that run a trainer and report where its policy went."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from alignlab.cli import Command
+from alignlab.train.dpo import DPOConfig, train_dpo
+from alignlab.train.sft import SFTConfig, train_sft
+
+
+def _report(run, method: str) -> int:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under a multi-process launcher only the main process reports
+    status = json.loads((run.path / "status.json").read_text())
+    summary = status.get("summary", {})
+    if status["state"] == "finished":
+        kl = summary.get("kl")
+        print(f"{method}: policy saved to {summary.get('policy')}"
+              + (f"; KL(policy || reference) = {kl:.3f} nats per response" if kl is not None else ""))
+    print(f"run {run.id}: {run.path}", file=sys.stderr)
+    return 0
+
+
+def run_sft(config: SFTConfig) -> int:
+    return _report(train_sft(config, progress=sys.stderr.isatty()), "sft")
+
+
+def run_dpo(config: DPOConfig) -> int:
+    return _report(train_dpo(config, progress=sys.stderr.isatty()), "dpo")
+
+
+SFT = Command("sft", "supervised fine-tuning on demonstrations", SFTConfig, run_sft)
+DPO = Command("dpo", "DPO-family preference optimisation (or KTO on thumbs)", DPOConfig, run_dpo)

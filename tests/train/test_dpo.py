@@ -1,0 +1,107 @@
+"""DPO and KTO on the tiny model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignlab.data import PreferencePair, Thumbs, write_feedback
+from alignlab.fileio import read_jsonl
+from alignlab.train.dpo import DPOConfig, train_dpo
+from alignlab.train.hooks import Hooks
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dpo") / "pairs.jsonl"
+    write_feedback(path, [PreferencePair(f"Describe day {i}:", " It was lovely and warm.", " It was awful and cold.")
+                          for i in range(16)])
+    return path
+
+
+def metrics(run):
+    return [m for m in read_jsonl(run.path / "metrics.jsonl") if "loss" in m]
+
+
+def test_dpo_raises_the_implicit_reward_margin_and_accuracy(pairs):
+    run = train_dpo(DPOConfig(data=str(pairs), model="tiny", beta=0.1, lr=5e-3, epochs=4, batch_size=4,
+                              kl_prompts=2), progress=False)
+    m = metrics(run)
+    assert m[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)  # policy == reference at step 0
+    assert m[-1]["rewards/margins"] > 0.5 and m[-1]["rewards/accuracies"] == 1.0
+    assert m[-1]["loss"] < m[0]["loss"]
+    for name in ("rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "grad_norm"):
+        assert name in m[0]
+    pressure = json.loads((run.path / "pressure.json").read_text())
+    assert pressure["beta"] == 0.1 and pressure["reference"] == "tiny" and pressure["entries"][-1]["objective/kl"] > 0
+
+
+@pytest.mark.parametrize("loss", ["hinge", "ipo", "robust"])
+def test_every_registered_loss_trains(pairs, loss):
+    run = train_dpo(DPOConfig(data=str(pairs), model="tiny", loss=loss, lr=5e-3, max_steps=6, batch_size=4,
+                              kl_prompts=0), progress=False)
+    m = metrics(run)
+    assert m[-1]["rewards/margins"] > m[0]["rewards/margins"]
+
+
+def test_a_user_defined_loss_runs_and_a_broken_one_is_refused(pairs, tmp_path):
+    mine = tmp_path / "myloss.py"
+    mine.write_text(
+        "import torch.nn.functional as F\n"
+        "def length_normalised(pc, pr, rc, rr, beta, nc, nr):\n"
+        "    return -F.logsigmoid(beta * ((pc - rc) / nc - (pr - rr) / nr))\n"
+        "def wrong_shape(pc, pr, rc, rr, beta, nc, nr):\n"
+        "    return (pc - pr).sum()\n")
+    run = train_dpo(DPOConfig(data=str(pairs), model="tiny", loss=f"{mine}:length_normalised", lr=5e-3, max_steps=4,
+                              batch_size=4, kl_prompts=0), progress=False)
+    assert metrics(run)[-1]["rewards/margins"] > 0
+    with pytest.raises(ValueError, match="one finite loss per pair"):
+        train_dpo(DPOConfig(data=str(pairs), model="tiny", loss=f"{mine}:wrong_shape"), progress=False)
+    with pytest.raises(ValueError, match="beta"):
+        train_dpo(DPOConfig(data=str(pairs), model="tiny", beta=0), progress=False)
+    with pytest.raises(ValueError, match="not one of"):
+        train_dpo(DPOConfig(data=str(pairs), model="tiny", loss="nonsense"), progress=False)
+
+
+def test_kto_runs_on_unpaired_thumbs(tmp_path):
+    path = tmp_path / "thumbs.jsonl"
+    write_feedback(path, [Thumbs(f"Day {i}:", " lovely and warm." if i % 2 else " awful and cold.", bool(i % 2))
+                          for i in range(16)])
+    run = train_dpo(DPOConfig(data=str(path), model="tiny", loss="kto", lr=5e-3, epochs=3, batch_size=4,
+                              kl_prompts=0), progress=False)
+    m = metrics(run)
+    assert m[-1]["rewards/chosen"] > m[-1]["rewards/rejected"]
+    assert m[-1]["loss"] < m[0]["loss"]
+
+
+def test_lora_reference_is_the_model_with_adapters_disabled_and_resume_matches(pairs):
+    common = dict(data=str(pairs), model="tiny", lora=True, lora_r=4, lr=5e-3, max_steps=4, batch_size=4,
+                  kl_prompts=1, checkpoint_every=1)
+    whole = train_dpo(DPOConfig(**common), progress=False)
+    part = train_dpo(DPOConfig(**common, stop_after=2), progress=False)
+    train_dpo(DPOConfig(resume=part.id), progress=False)
+    assert [m["loss"] for m in metrics(whole)] == [m["loss"] for m in metrics(part)]
+    assert metrics(whole)[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_two_processes_match_one(pairs, tmp_path):
+    common = ["dpo", "--data", str(pairs), "--model", "tiny", "--max-steps", "2", "--batch-size", "4", "--lr", "1e-3",
+              "--kl-prompts", "0", "--out"]
+    env = {**os.environ, "ALIGNLAB_RUNS_DIR": str(tmp_path / "runs"), "ACCELERATE_USE_CPU": "true",
+           "GLOO_SOCKET_IFNAME": "lo"}
+    bindir = Path(sys.executable).parent
+    two = subprocess.run([str(bindir / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "alignlab.cli",
+                          *common, str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([str(bindir / "alignlab"), *common, str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    runs = {json.loads((r / "config.json").read_text())["config"]["out"]: r for r in (tmp_path / "runs").iterdir()}
+    get = lambda key: [(m["loss"], m["grad_norm"], m["rewards/margins"])  # noqa: E731
+                       for m in read_jsonl(runs[str(tmp_path / key)] / "metrics.jsonl") if "loss" in m]
+    for a, b in zip(get("one"), get("two")):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
