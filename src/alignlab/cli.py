@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "reward score": "alignlab.train.reward_cli:REWARD_SCORE",
     "sft": "alignlab.train.policy_cli:SFT",
     "dpo": "alignlab.train.policy_cli:DPO",
+    "bon": "alignlab.train.policy_cli:BON",
     "forecast": "alignlab.forecast.command:FORECAST",
 }
 
@@ -55,6 +56,7 @@ HELP: dict[str, str] = {
     "reward": "reward models: 'reward train', 'reward eval', 'reward score'",
     "sft": "supervised fine-tuning on demonstrations",
     "dpo": "DPO-family preference optimisation (or KTO on thumbs)",
+    "bon": "best-of-n sampling against a reward, over a sweep of n",
     "forecast": "Biological Anchors compute forecast",
 }
 

@@ -7,6 +7,7 @@ import os
 import sys
 
 from alignlab.cli import Command
+from alignlab.train.bon import BoNConfig
 from alignlab.train.dpo import DPOConfig, train_dpo
 from alignlab.train.sft import SFTConfig, train_sft
 
@@ -32,5 +33,13 @@ def run_dpo(config: DPOConfig) -> int:
     return _report(train_dpo(config, progress=sys.stderr.isatty()), "dpo")
 
 
+def run_bon(config: BoNConfig) -> int:
+    from alignlab.train.bon import print_report, run_best_of_n
+
+    print_report(run_best_of_n(config, progress=sys.stderr.isatty()))
+    return 0
+
+
 SFT = Command("sft", "supervised fine-tuning on demonstrations", SFTConfig, run_sft)
 DPO = Command("dpo", "DPO-family preference optimisation (or KTO on thumbs)", DPOConfig, run_dpo)
+BON = Command("bon", "best-of-n sampling against a reward, over a sweep of n", BoNConfig, run_bon)

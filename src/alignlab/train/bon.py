@@ -1,0 +1,125 @@
+"""Best-of-n: sample n responses per prompt, keep the one the reward likes best.
+
+No weights change, yet it is optimisation all the same, and its pressure has a closed form:
+KL(best-of-n || base) = log n - (n - 1)/n nats (exact for distinct samples, an upper bound with
+ties). One run samples max(n) responses per prompt once and reads every smaller n off the same
+samples (the first n of them), so a sweep over n costs one sampling pass.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from alignlab.runs import Run
+from alignlab.train.components import best_of_n_kl
+from alignlab.train.policy import write_pressure
+from alignlab.train.reward_fn import load_reward
+
+
+@dataclass
+class BoNConfig:
+    """Best-of-n sampling against a reward."""
+
+    prompts: Path | None = None
+    """Prompts: one per line (.txt) or JSON lines with a 'prompt' field (.jsonl)."""
+    reward: str = ""
+    """A reward model folder or reward run id, or a function module:function / file.py:function (prompt, response) -> float."""
+    gold: str | None = None
+    """Optionally a held-out judge (same forms as --reward) to see whether the proxy's choices also please it."""
+    model: str = "gemma-3-270m"
+    """The base policy to sample from."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Sampling precision."""
+    n: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    """Values of n (the pressure sweep); all are read off max(n) samples per prompt."""
+    max_new_tokens: int = 48
+    """Tokens per response."""
+    temperature: float = 1.0
+    """Sampling temperature of the base policy."""
+    top_p: float = 1.0
+    """Nucleus sampling (1 = off)."""
+    top_k: int = 0
+    """Top-k (0 = off)."""
+    batch_size: int = 8
+    """Responses sampled together."""
+    seed: int = 0
+    """Sampling seed."""
+
+
+def run_best_of_n(config: BoNConfig, progress: bool = True) -> Run:
+    """Sample, score, select for every n; write samples, selections, metrics and the pressure ledger."""
+    from tqdm import tqdm
+
+    from alignlab.commands import read_prompts
+    from alignlab.models import SampleConfig, load_model, sample
+
+    if config.prompts is None:
+        raise ValueError("give --prompts FILE")
+    prompts = read_prompts(None, config.prompts)
+    if not config.n or min(config.n) < 1:
+        raise ValueError(f"n is {config.n}; give one or more values >= 1")
+    reward, described = load_reward(config.reward)
+    gold, gold_described = load_reward(config.gold) if config.gold else (None, None)
+    model, tokenizer = load_model(config.model, dtype=config.dtype)
+    top = max(config.n)
+    sampling = SampleConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
+                            top_k=config.top_k, seed=config.seed, alternatives=0)
+    with Run.create("bon", config, seed=config.seed) as run:
+        # 1. sample max(n) responses per prompt
+        jobs = [(i, p) for i, p in enumerate(prompts) for _ in range(top)]
+        texts: list[str] = []
+        for start in tqdm(range(0, len(jobs), config.batch_size), desc="sampling", unit="batch", disable=not progress):
+            chunk = jobs[start:start + config.batch_size]
+            seeds = [config.seed + start + j for j in range(len(chunk))]
+            texts += [c.text for c in sample(model, tokenizer, [p for _, p in chunk], sampling, seeds=seeds)]
+        # 2. score every response with the proxy (and the gold judge, if any)
+        flat_prompts = [p for _, p in jobs]
+        proxy = reward(flat_prompts, texts).reshape(len(prompts), top)  # (P, top)
+        judged = gold(flat_prompts, texts).reshape(len(prompts), top) if gold else None
+        for i, prompt in enumerate(prompts):
+            run.log_sample(prompt=prompt, responses=texts[i * top:(i + 1) * top], proxy=proxy[i].tolist(),
+                           gold=judged[i].tolist() if judged is not None else None)
+        # 3. select for each n and record the pressure
+        entries = []
+        for n in sorted(set(config.n)):
+            best = proxy[:, :n].argmax(-1)  # (P,)
+            rows = torch.arange(len(prompts))
+            entry = {"n": n, "objective/kl": best_of_n_kl(n), "objective/scores": float(proxy[rows, best].mean()),
+                     "proxy_mean_of_samples": float(proxy[:, :n].mean())}
+            if judged is not None:
+                entry["gold"] = float(judged[rows, best].mean())
+                base = judged[:, 0]
+                entry["gold_win_rate_vs_base"] = float(((judged[rows, best] > base).float()
+                                                        + 0.5 * (judged[rows, best] == base).float()).mean())
+            entries.append(entry)
+            run.log_metrics(n, **entry)
+        write_pressure(run.path, "bon", config.model, None, entries,
+                       {"reward": described, "gold": gold_described, "kl_formula": "log n - (n-1)/n"})
+        run.finish(prompts=len(prompts), n=sorted(set(config.n)), best=entries[-1])
+    return run
+
+
+def format_bon(run: Run) -> str:
+    """The pressure sweep as a table."""
+    import json
+
+    entries = json.loads((run.path / "pressure.json").read_text())["entries"]
+    has_gold = "gold" in entries[0]
+    lines = [f"{'n':>4} {'KL (nats)':>10} {'proxy of best':>14} {'proxy mean':>11}"
+             + (f" {'gold of best':>13} {'gold win vs n=1':>16}" if has_gold else "")]
+    for e in entries:
+        line = f"{e['n']:>4} {e['objective/kl']:>10.3f} {e['objective/scores']:>14.4f} {e['proxy_mean_of_samples']:>11.4f}"
+        if has_gold:
+            line += f" {e['gold']:>13.4f} {e['gold_win_rate_vs_base']:>16.1%}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def print_report(run: Run) -> None:
+    print(format_bon(run))
+    print(f"run {run.id}: {run.path}", file=sys.stderr)

@@ -1,0 +1,77 @@
+"""A reward to optimise against: a saved reward model, or any Python function.
+
+``load_reward(spec)`` accepts a reward model folder, a reward run id, or a function given as
+module:function or path/to/file.py:function with the signature (prompt: str, response: str)
+-> float. It returns one callable: (prompts, responses) -> tensor (N,) of rewards.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
+
+
+def load_function(spec: str, what: str = "function") -> Callable:
+    """Import ``module:function`` or ``file.py:function``."""
+    if ":" not in spec:
+        raise ValueError(f"{what} '{spec}' is not module:function or file.py:function")
+    target, name = spec.rsplit(":", 1)
+    if target.endswith(".py"):
+        if not Path(target).exists():
+            raise FileNotFoundError(f"{what} file {target} does not exist")
+        loader_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+        module = importlib.util.module_from_spec(loader_spec)
+        loader_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as err:
+            raise ValueError(f"{what} '{spec}': cannot import '{target}' ({err})") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ValueError(f"{what} '{spec}': '{target}' has no function '{name}'")
+    return fn
+
+
+def load_reward(spec: str, batch_size: int = 8) -> tuple[RewardFn, str]:
+    """(reward function, description). Refuses a function that does not return one finite number."""
+    from alignlab.train.reward_cli import resolve_reward_model
+
+    is_model = False
+    try:
+        folder = resolve_reward_model(spec)
+        is_model = True
+    except (FileNotFoundError, ValueError):
+        folder = None
+    if is_model:
+        from alignlab.train.reward_model import load_reward_model
+
+        rm = load_reward_model(folder)
+
+        def from_model(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+            return rm.score(list(prompts), list(responses), batch_size=batch_size)[0]
+
+        return from_model, f"reward model {folder}"
+    if ":" not in spec:
+        raise ValueError(f"reward '{spec}' is neither a reward model folder or run id, nor module:function")
+    fn = load_function(spec, "reward")
+    probe = fn("A test prompt", "A test response.")
+    if isinstance(probe, bool) or not isinstance(probe, (int, float)) or not math.isfinite(float(probe)):
+        raise ValueError(f"reward '{spec}' returned {probe!r} for one (prompt, response); it must return one "
+                         "finite number: def reward(prompt: str, response: str) -> float")
+
+    def from_function(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        values = [float(fn(p, r)) for p, r in zip(prompts, responses)]
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"reward '{spec}' returned a non-finite value for response {bad[0]}")
+        return torch.tensor(values)
+
+    return from_function, f"function {spec}"
