@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "sft": "alignlab.train.policy_cli:SFT",
     "dpo": "alignlab.train.policy_cli:DPO",
     "bon": "alignlab.train.policy_cli:BON",
+    "ppo": "alignlab.train.policy_cli:PPO",
     "forecast": "alignlab.forecast.command:FORECAST",
 }
 
@@ -57,6 +58,7 @@ HELP: dict[str, str] = {
     "sft": "supervised fine-tuning on demonstrations",
     "dpo": "DPO-family preference optimisation (or KTO on thumbs)",
     "bon": "best-of-n sampling against a reward, over a sweep of n",
+    "ppo": "RLHF with PPO against a reward model or a reward function",
     "forecast": "Biological Anchors compute forecast",
 }
 

@@ -50,6 +50,7 @@ class GenerateConfig(ModelChoice, SampleConfig):
 def read_prompts(prompt: str | None, file: Path | None) -> list[str]:
     """Prompts from an argument, a file (.txt lines or .jsonl 'prompt'), or standard input."""
     if file is not None:
+        file = Path(file)
         if not file.exists():
             raise FileNotFoundError(f"prompt file {file} does not exist")
         lines = file.read_text(encoding="utf-8").splitlines()

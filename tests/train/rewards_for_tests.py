@@ -14,3 +14,25 @@ def length_judge(prompt: str, response: str) -> float:
 
 def not_a_number(prompt: str, response: str):
     return "high"
+
+
+def letter_share(prompt: str, response: str) -> float:
+    """Share of the letter 'e' among the response's characters: rare for a random tiny model,
+    learnable by moving mass to tokens that contain it."""
+    return response.count("e") / max(1, len(response))
+
+
+
+def cjk_share(prompt: str, response: str) -> float:
+    """Share of CJK ideographs among the response's characters: about 4% for the tiny random
+    model, and learnable by moving probability to the many tokens that hold them."""
+    return sum("\u4e00" <= ch <= "\u9fff" for ch in response) / max(1, len(response))
+
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"]
+
+
+def cat_share(prompt: str, response: str) -> float:
+    """Share of the word 'cat' among the response's words (the PPO toy's reward)."""
+    words = response.split()
+    return words.count("cat") / max(1, len(words))

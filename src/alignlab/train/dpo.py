@@ -14,8 +14,6 @@ user's own, given as module:function or path/to/file.py:function, with the signa
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from alignlab.train.components import DPO_LOSSES, kto_loss, make_dpo_robust, sft
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule,
                                  load_checkpoint, optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
+from alignlab.train.reward_fn import load_function
 from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_policy, make_example, measure_kl,
                                    read_records, save_policy, write_pressure)
 
@@ -114,21 +113,7 @@ def resolve_loss(config: DPOConfig) -> Callable[..., torch.Tensor] | None:
         return DPO_LOSSES[config.loss]
     if ":" not in config.loss:
         raise ValueError(f"loss '{config.loss}' is not one of {', '.join([*DPO_LOSSES, 'kto'])} nor module:function")
-    target, name = config.loss.rsplit(":", 1)
-    if target.endswith(".py"):
-        if not Path(target).exists():
-            raise FileNotFoundError(f"loss file {target} does not exist")
-        spec = importlib.util.spec_from_file_location(Path(target).stem, target)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as err:
-            raise ValueError(f"loss '{config.loss}': cannot import module '{target}' ({err})") from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise ValueError(f"loss '{config.loss}': '{target}' has no function '{name}'")
+    fn = load_function(config.loss, "loss")
     # A dry run on made-up numbers: the loss must give one finite value per pair.
     probe = [torch.tensor([-10.0, -12.0]), torch.tensor([-11.0, -11.0]), torch.tensor([-10.5, -11.5]),
              torch.tensor([-11.2, -11.0])]

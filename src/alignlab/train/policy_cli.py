@@ -9,6 +9,7 @@ import sys
 from alignlab.cli import Command
 from alignlab.train.bon import BoNConfig
 from alignlab.train.dpo import DPOConfig, train_dpo
+from alignlab.train.ppo import PPOConfig
 from alignlab.train.sft import SFTConfig, train_sft
 
 
@@ -40,6 +41,13 @@ def run_bon(config: BoNConfig) -> int:
     return 0
 
 
+def run_ppo(config: PPOConfig) -> int:
+    from alignlab.train.ppo import train_ppo
+
+    return _report(train_ppo(config, progress=sys.stderr.isatty()), "ppo")
+
+
 SFT = Command("sft", "supervised fine-tuning on demonstrations", SFTConfig, run_sft)
 DPO = Command("dpo", "DPO-family preference optimisation (or KTO on thumbs)", DPOConfig, run_dpo)
 BON = Command("bon", "best-of-n sampling against a reward, over a sweep of n", BoNConfig, run_bon)
+PPO = Command("ppo", "RLHF with PPO against a reward model or a reward function", PPOConfig, run_ppo)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -30,6 +32,9 @@ def load_function(spec: str, what: str = "function") -> Callable:
         module = importlib.util.module_from_spec(loader_spec)
         loader_spec.loader.exec_module(module)
     else:
+        # Like uvicorn's app loading: modules in the working directory are importable.
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(target)
         except ImportError as err:

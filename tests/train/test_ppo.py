@@ -1,0 +1,105 @@
+"""PPO on a learnable toy: an SFT'd tiny model that writes words from a list of ten, rewarded for 'cat'."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alignlab.data import Demonstration, write_feedback
+from alignlab.fileio import read_jsonl
+from alignlab.train.ppo import PPOConfig, train_ppo
+from alignlab.train.sft import SFTConfig, train_sft
+from tests.train.rewards_for_tests import WORDS
+
+REWARD = "tests.train.rewards_for_tests:cat_share"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """(policy folder, prompts file): the tiny model taught to write ten-word strings from WORDS."""
+    folder = tmp_path_factory.mktemp("ppo")
+    rng = random.Random(0)
+    prompts = [f"Tell me about thing {i}." for i in range(8)]
+    write_feedback(folder / "demos.jsonl", [Demonstration(p, " " + " ".join(rng.choice(WORDS) for _ in range(10)))
+                                            for p in prompts for _ in range(8)])
+    (folder / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    sft = train_sft(SFTConfig(data=str(folder / "demos.jsonl"), model="tiny", epochs=4, batch_size=8, lr=1e-2,
+                              kl_prompts=0, add_eos=False, out=folder / "sft"), progress=False)
+    assert sft.path.exists()
+    return folder / "sft", folder / "prompts.txt"
+
+
+def scores(run):
+    return [m for m in read_jsonl(run.path / "metrics.jsonl") if "objective/scores" in m]
+
+
+def test_ppo_raises_the_reward_several_fold_while_the_controller_holds_kl_near_target(toy):
+    policy, prompts = toy
+    run = train_ppo(PPOConfig(prompts=prompts, reward=REWARD, model=str(policy), iterations=40, rollout_batch=8,
+                              minibatch_size=8, ppo_epochs=2, max_new_tokens=10, temperature=1.0, kl_coef=0.05,
+                              kl_target=2.0, kl_horizon=200, lr=1e-3, sample_every=20, missing_eos_penalty=0.0),
+                    progress=False)
+    m = scores(run)
+    # The SFT'd policy writes 'cat' about one word in ten (the demonstrations draw ten words uniformly);
+    # the first rollout (before any update) shows it, and PPO must triple it.
+    start = m[0]["objective/scores"]
+    end = np.mean([x["objective/scores"] for x in m[-10:]])
+    assert start < 0.2 and end > 0.3, (start, end)
+    late_kl = np.mean([x["objective/kl"] for x in m[-20:]])
+    assert 0.5 * 2.0 < late_kl < 2 * 2.0, late_kl
+    betas = [x["objective/kl_coef"] for x in m]
+    assert max(betas) != min(betas)  # the adaptive controller acted
+    for name in ("objective/kl_k3", "objective/entropy", "objective/rlhf_reward", "policy/approxkl_avg",
+                 "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/ratio", "val/explained_variance",
+                 "eos_rate", "response_length", "grad_norm"):
+        assert name in m[0], name
+    pressure = json.loads((run.path / "pressure.json").read_text())
+    assert pressure["method"] == "ppo" and pressure["beta"] == 0.05 and len(pressure["entries"]) == 40
+    assert len(read_jsonl(run.path / "samples.jsonl")) == 16  # the sample table at iterations 20 and 40
+
+
+def test_ppo_resume_equals_uninterrupted(toy):
+    policy, prompts = toy
+    common = dict(prompts=prompts, reward=REWARD, model=str(policy), iterations=4, rollout_batch=4, minibatch_size=2,
+                  ppo_epochs=2, max_new_tokens=6, lr=1e-3, kl_target=1.0, checkpoint_every=1, sample_every=0)
+    whole = train_ppo(PPOConfig(**common), progress=False)
+    part = train_ppo(PPOConfig(**common, stop_after=2), progress=False)
+    train_ppo(PPOConfig(resume=part.id), progress=False)
+    key = lambda r: [(x["objective/scores"], x["objective/kl"], x["loss/policy_avg"], x["objective/kl_coef"])  # noqa: E731
+                     for x in scores(r)]
+    assert key(whole) == key(part)
+
+
+def test_ppo_refuses_settings_that_cannot_work(toy):
+    policy, prompts = toy
+    for bad, message in [(dict(temperature=0), "temperature"), (dict(kl_target=1.0, kl_coef=0), "adaptive"),
+                         (dict(rollout_batch=6, minibatch_size=4), "split"), (dict(reward="nope"), "neither"),
+                         (dict(reward="tests.train.rewards_for_tests:not_a_number"), "one finite number")]:
+        with pytest.raises(ValueError, match=message):
+            train_ppo(PPOConfig(**{"prompts": prompts, "reward": REWARD, "model": str(policy), **bad}), progress=False)
+
+
+def test_two_processes_match_one_with_one_minibatch(toy, tmp_path):
+    policy, prompts = toy
+    common = ["ppo", "--prompts", str(prompts), "--reward", REWARD, "--model", str(policy), "--iterations", "2",
+              "--rollout-batch", "4", "--minibatch-size", "4", "--ppo-epochs", "1", "--max-new-tokens", "6",
+              "--lr", "1e-3", "--sample-every", "0", "--out"]
+    env = {**os.environ, "ALIGNLAB_RUNS_DIR": str(tmp_path / "runs"), "ACCELERATE_USE_CPU": "true",
+           "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    bindir = Path(sys.executable).parent
+    two = subprocess.run([str(bindir / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "alignlab.cli",
+                          *common, str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([str(bindir / "alignlab"), *common, str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    runs = {json.loads((r / "config.json").read_text())["config"]["out"]: r for r in (tmp_path / "runs").iterdir()}
+    get = lambda key: [(m["objective/scores"], m["objective/kl"], m["loss/policy_avg"], m["grad_norm"])  # noqa: E731
+                       for m in read_jsonl(runs[str(tmp_path / key)] / "metrics.jsonl") if "objective/scores" in m]
+    for a, b in zip(get("one"), get("two")):
+        assert a == pytest.approx(b, rel=1e-3, abs=1e-5)
