@@ -30,7 +30,10 @@ test-fast: install
 	bash scripts/run-tests.sh -m "not slow" $(PYTEST_ARGS)
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/bench_sampling.py
+	$(BIN)/python benchmarks/bench_forecast.py
+	$(BIN)/python benchmarks/bench_reward.py
 
 clean-venv:
 	rm -rf $(VENV)
