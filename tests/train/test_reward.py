@@ -136,11 +136,14 @@ def test_resume_equals_an_uninterrupted_run(separable):
 def test_a_run_killed_mid_training_resumes_to_the_same_weights(separable, tmp_path):
     env = {**os.environ, "ALIGNLAB_RUNS_DIR": str(tmp_path)}
     args = [ALIGNLAB, "reward", "train", "--data", str(separable), "--model", "tiny", "--mode", "last",
-            "--max-steps", "40", "--checkpoint-every", "1", "--lr", "1e-3", "--batch-size", "4"]
+            "--max-steps", "200", "--checkpoint-every", "1", "--lr", "1e-3", "--batch-size", "4"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob("*/checkpoints/step-0000005")):
-        time.sleep(0.05)
+    def newest_step() -> int:  # only the newest two checkpoints are kept, so look at any of them
+        return max((int(p.name.split("-")[1]) for p in tmp_path.glob("*/checkpoints/step-???????")), default=0)
+
+    while time.time() < deadline and newest_step() < 5:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (run_dir,) = list(tmp_path.iterdir())
