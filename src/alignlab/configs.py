@@ -76,11 +76,21 @@ def _converter(tp: Any) -> tuple[Any, dict[str, Any]]:
     raise TypeError(f"configs: unsupported field type {tp!r}")
 
 
+def ordered_fields(cls: type) -> list[dataclasses.Field]:
+    """A config's own fields first, then those it inherits (shared option groups) in MRO order."""
+    fields = dataclasses.fields(cls)
+    rank = {}
+    for depth, klass in enumerate(cls.__mro__):
+        for name in getattr(klass, "__annotations__", {}):
+            rank.setdefault(name, depth)
+    return sorted(fields, key=lambda f: rank.get(f.name, 0))
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one option (or positional argument) per field of the dataclass ``cls``."""
     docs = field_docs(cls)
     hints = _resolved_types(cls)
-    for f in dataclasses.fields(cls):
+    for f in ordered_fields(cls):
         if f.metadata.get("cli", True) is False:
             continue
         tp, optional = _unwrap_optional(hints[f.name])
@@ -165,7 +175,7 @@ def describe_config(cls: type) -> list[tuple[str, str, str, str]]:
     docs = field_docs(cls)
     hints = _resolved_types(cls)
     rows = []
-    for f in dataclasses.fields(cls):
+    for f in ordered_fields(cls):
         if f.metadata.get("cli", True) is False:
             continue
         default = f.default if f.default is not dataclasses.MISSING else ""

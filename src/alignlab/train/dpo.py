@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 
 from alignlab.runs import Run
+from alignlab.train.options import LoraOptions, OptimOptions, RunOptions
 from alignlab.train.components import DPO_LOSSES, kto_loss, make_dpo_robust, sft_term
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule,
@@ -33,7 +34,7 @@ from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_poli
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(RunOptions, OptimOptions, LoraOptions):
     """Direct preference optimisation (DPO family, or KTO on thumbs)."""
 
     data: str = ""
@@ -54,28 +55,10 @@ class DPOConfig:
     """KTO: weight of thumbs-up examples."""
     undesirable_weight: float = 1.0
     """KTO: weight of thumbs-down examples."""
-    lora: bool = False
-    """Train LoRA adapters only; the reference is then the model with adapters disabled."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: float = 32.0
-    """LoRA scale numerator."""
-    epochs: int = 1
-    """Passes over the data."""
-    max_steps: int = 0
-    """Stop after this many optimizer steps (0: as many as the epochs give)."""
-    batch_size: int = 8
-    """Pairs (or thumbs) per optimizer step, across processes and micro-batches."""
     grad_accum: int = 1
     """Micro-batches per optimizer step (each process)."""
     lr: float = 0.0
     """Peak learning rate (0: 5e-6 full, 5e-5 LoRA)."""
-    warmup_steps: int = 0
-    """Linear warm-up steps; then linear decay to 0."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Clip the global gradient norm to this (0: off)."""
     max_length: int = 256
     """Tokens of prompt + response kept."""
     add_eos: bool = True
@@ -84,18 +67,6 @@ class DPOConfig:
     """Measure KL(policy || reference) on sampled responses every N steps (0: only at the end)."""
     kl_prompts: int = 8
     """Prompts sampled for each KL measurement (0: none)."""
-    skip_bad: bool = False
-    """Skip malformed lines of the data files (counted and reported)."""
-    seed: int = 0
-    """Seed for the data order and LoRA initialisation."""
-    checkpoint_every: int = 50
-    """Save a resumable checkpoint every this many steps."""
-    stop_after: int = 0
-    """Stop after this many steps of this invocation, leaving a resumable run (0: run to the end)."""
-    resume: str | None = None
-    """Resume this run (id or folder) from its last checkpoint."""
-    out: Path | None = None
-    """Where to save the policy (default: the run folder's 'policy')."""
 
 
 # -- setup ------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from torch import nn
 
 from alignlab.models.forward import decoder, output_logits
 from alignlab.runs import Run
+from alignlab.train.options import LoraOptions
 from alignlab.train.components import (AdaptiveKLController, FixedKLController, clipped_policy_loss,
                                        clipped_value_loss, gae, kl_k1, kl_k3, masked_mean)
 from alignlab.train.hooks import Hooks, StepContext
@@ -37,7 +38,7 @@ from alignlab.train.reward_fn import load_reward
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(LoraOptions):
     """RLHF with PPO against a reward model or a Python reward function."""
 
     prompts: Path | None = None
@@ -48,12 +49,6 @@ class PPOConfig:
     """The initial policy, also the frozen reference (the weak prior)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Weights and compute precision."""
-    lora: bool = False
-    """Train LoRA adapters only; the reference is then the model with adapters disabled."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: float = 32.0
-    """LoRA scale numerator."""
     value_init: Literal["zero", "reward_model"] = "zero"
     """The value head starts at zero, or from the reward model's head (same backbone size needed)."""
     iterations: int = 100

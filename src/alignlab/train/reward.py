@@ -21,6 +21,7 @@ import torch
 
 from alignlab.fileio import atomic_write_json, read_jsonl
 from alignlab.runs import Run
+from alignlab.train.options import OptimOptions, RunOptions
 from alignlab.train.components import centering_loss, choice_nll, rating_loss
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
@@ -31,7 +32,7 @@ DEFAULT_LR = {"head": 1e-3, "last": 1e-4, "lora": 2e-4, "full": 1e-5}
 
 
 @dataclass
-class RewardTrainConfig:
+class RewardTrainConfig(RunOptions, OptimOptions):
     """Train a reward model from feedback files."""
 
     data: str = ""
@@ -48,20 +49,8 @@ class RewardTrainConfig:
     """For mode 'lora': adapter rank."""
     lora_alpha: float = 32.0
     """For mode 'lora': adapter scale numerator."""
-    epochs: int = 1
-    """Passes over the training choices."""
-    max_steps: int = 0
-    """Stop after this many optimizer steps (0: as many as the epochs give)."""
-    batch_size: int = 8
-    """Choices per optimizer step, across all processes."""
     lr: float = 0.0
     """Peak learning rate (0: 1e-3 head, 1e-4 last, 2e-4 lora, 1e-5 full)."""
-    warmup_steps: int = 0
-    """Linear warm-up steps; the rate then decays linearly to 0."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Clip the global gradient norm to this (0: no clipping)."""
     max_length: int = 256
     """Tokens of prompt + response kept (BOS and the end of the response are kept)."""
     center: float = 0.0
@@ -80,18 +69,6 @@ class RewardTrainConfig:
     """JSONL of prompt/completion samples of the policy, to ground demonstrations (default: sample from the backbone)."""
     demo_samples: int = 2
     """Policy samples per demonstrated prompt when none are given."""
-    skip_bad: bool = False
-    """Skip malformed lines of the data files (they are counted and reported) instead of stopping."""
-    seed: int = 0
-    """Seed for the split, the data order, the head and the ensemble's resamples."""
-    checkpoint_every: int = 50
-    """Save a resumable checkpoint every this many steps."""
-    stop_after: int = 0
-    """Stop after this many steps of this invocation, leaving a resumable run (0: run to the end)."""
-    resume: str | None = None
-    """Resume this run (id or folder) from its last checkpoint; other options come from the run."""
-    out: Path | None = None
-    """Where to save the trained reward model (default: the run folder's 'model')."""
 
 
 # -- setup -----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from alignlab.runs import Run
+from alignlab.train.options import LoraOptions, OptimOptions, RunOptions
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
@@ -24,7 +25,7 @@ from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_poli
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(RunOptions, OptimOptions, LoraOptions):
     """Supervised fine-tuning on demonstrations."""
 
     data: str = ""
@@ -33,28 +34,10 @@ class SFTConfig:
     """The model to fine-tune: 'gemma-3-270m', 'tiny' or a local folder."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Weights and compute precision."""
-    lora: bool = False
-    """Train LoRA adapters only (the saved policy is an adapter folder)."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: float = 32.0
-    """LoRA scale numerator."""
-    epochs: int = 1
-    """Passes over the demonstrations."""
-    max_steps: int = 0
-    """Stop after this many optimizer steps (0: as many as the epochs give)."""
-    batch_size: int = 8
-    """Demonstrations per optimizer step, across all processes and micro-batches."""
     grad_accum: int = 1
     """Micro-batches per optimizer step (each process)."""
     lr: float = 0.0
     """Peak learning rate (0: 2e-5 full, 2e-4 LoRA)."""
-    warmup_steps: int = 0
-    """Linear warm-up steps; then linear decay to 0."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Clip the global gradient norm to this (0: off)."""
     max_length: int = 256
     """Tokens of prompt + completion kept."""
     add_eos: bool = True
@@ -63,18 +46,6 @@ class SFTConfig:
     """Measure KL(policy || initial model) on sampled responses every N steps (0: only at the end)."""
     kl_prompts: int = 8
     """Prompts sampled for each KL measurement (0: no KL measurement)."""
-    skip_bad: bool = False
-    """Skip malformed lines of the data files (counted and reported)."""
-    seed: int = 0
-    """Seed for the data order and LoRA initialisation."""
-    checkpoint_every: int = 50
-    """Save a resumable checkpoint every this many steps."""
-    stop_after: int = 0
-    """Stop after this many steps of this invocation, leaving a resumable run (0: run to the end)."""
-    resume: str | None = None
-    """Resume this run (id or folder) from its last checkpoint."""
-    out: Path | None = None
-    """Where to save the policy (default: the run folder's 'policy')."""
 
 
 def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = None) -> Run:
