@@ -12,6 +12,8 @@ messages). docs/feedback-formats.md states every rule.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
@@ -75,7 +77,7 @@ def _check_offset(value: Any, name: str, low: int, high: int, completion: str) -
 
 
 @dataclass(frozen=True)
-class FeedbackRecord:
+class FeedbackRecord(ABC):
     """The fields every kind of feedback shares; subclasses add their own and a ``kind``."""
 
     kind: ClassVar[str] = ""
@@ -102,8 +104,9 @@ class FeedbackRecord:
             raise DataError(f"'meta' must be an object (dict), got {type(self.meta).__name__}", field="meta")
         self._check()
 
+    @abstractmethod
     def _check(self) -> None:
-        raise NotImplementedError
+        """Validate this kind's own fields (each record kind defines it)."""
 
     def _set(self, name: str, value: Any) -> None:
         # Validation normalises a few values (3.0 -> 3, tuple -> list); the class stays frozen.
