@@ -6,7 +6,9 @@ synthetic preference set (short English answers of 20..80 tokens), with:
 - the same backbone: alignlab's ``load_model(--model)``; TRL gets it saved with ``save_pretrained``
   and reloaded as ``Gemma3TextForSequenceClassification`` (num_labels=1, pad_token_id set);
 - the same head at step 0: alignlab's N(0, 1/sqrt(d+1)) head weight is copied into TRL's
-  ``score`` layer (alignlab's bias starts at 0 and a pairwise loss never moves it);
+  ``score`` layer (alignlab's bias starts at 0 and a pairwise loss never moves it); in LoRA
+  mode alignlab's adapter initialisation (the same random A draw, B = 0) is copied too, so the
+  two loss curves agree step by step, not only at step 0;
 - the same token ids (by default TRL is given alignlab's tokenization as ``chosen_ids`` /
   ``rejected_ids``; ``--trl-tokenize own`` lets TRL tokenize its prompt/chosen/rejected file,
   which appends an EOS token and reads the reward there);
@@ -26,6 +28,13 @@ peak" is the highest RSS a 10 ms poller saw during the measured steps.
     .venv/bin/python benchmarks/bench_reward.py                              # embedded Gemma 3 270M, full
     .venv/bin/python benchmarks/bench_reward.py --mode lora
     .venv/bin/python benchmarks/bench_reward.py --model tiny --profile torch # where each step's time goes
+    .venv/bin/python benchmarks/bench_reward.py --trl-optim adamw_torch      # TRL on alignlab's AdamW code
+    .venv/bin/python benchmarks/bench_reward.py --threads 1 --repeats 2      # steadier on a shared machine
+
+The report also prints both loss curves, the padded batch shapes of every forward pass (they
+must be identical), decoder-layer forwards per step (recomputation would double them), and
+how busy the rest of the machine was during the measured steps (``others``, in cores): a
+timing taken while other processes competed for the cores is not worth comparing.
 
 Needs ``pip install trl datasets`` (trl 1.x). The project's target: alignlab at least 1.3x
 faster than TRL at no more memory.
@@ -181,7 +190,8 @@ def prepare(args, work: Path) -> dict:
             "lr": args.lr or DEFAULT_LR[args.mode], "seed": args.seed, "max_length": args.max_length,
             "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_targets": LORA_TARGETS,
             "alignlab_data": str(alignlab_data), "trl_data": str(trl_data), "ids": str(work / "ids.json"),
-            "head": str(work / "head.pt"), "lora_init": str(work / "lora.pt"), "hf_backbone": str(hf), "order": order, "work": str(work),
+            "head": str(work / "head.pt"), "lora_init": str(work / "lora.pt"), "hf_backbone": str(hf),
+            "order": order, "work": str(work),
             "trl_tokenize": args.trl_tokenize, "trl_optim": args.trl_optim,
             "trl_gradient_checkpointing": args.trl_gradient_checkpointing, "profile": args.profile,
             "threads": args.threads}
@@ -191,7 +201,8 @@ def run_child(which: str, spec_path: Path, work: Path) -> dict:
     out = work / f"result-{which}.json"
     out.unlink(missing_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false", HF_DATASETS_CACHE=str(work / "hf-datasets"),
+               HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false",
+               HF_DATASETS_CACHE=str(work / "hf-datasets"),
                ALIGNLAB_RUNS_DIR=str(work / f"runs-{which}-{time.time_ns()}"), WANDB_DISABLED="true")
     if json.loads(spec_path.read_text())["threads"]:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(json.loads(spec_path.read_text())["threads"])
@@ -302,10 +313,12 @@ class StepClock:
         gaps = [b - a for a, b in zip(measured, measured[1:])]
         (w0, busy0, self0), (w1, busy1, self1) = self.cpu_mark, self.cpu_end
         return {"self_cores": (self1 - self0) / (w1 - w0),
-                "other_cores": max(0.0, (busy1 - busy0) - (self1 - self0)) / (w1 - w0),"s_per_step": (measured[-1] - measured[0]) / len(gaps), "step_s": gaps,
+                "other_cores": max(0.0, (busy1 - busy0) - (self1 - self0)) / (w1 - w0),
+                "s_per_step": (measured[-1] - measured[0]) / len(gaps), "step_s": gaps,
                 "median_s": statistics.median(gaps), "first_step_at_s": self.times[0] - self.start,
                 "maxrss_mb": self.maxrss_mb, "train_peak_mb": self.poll_peak, "rss_mb": self.rss,
-                "losses": losses, "shapes": self.shapes, "layer_calls_per_step": self.layer_calls / self.total, "profile": self.profile_text, **extra}
+                "losses": losses, "shapes": self.shapes, "layer_calls_per_step": self.layer_calls / self.total,
+                "profile": self.profile_text, **extra}
 
 
 def _cpu_counters() -> tuple[float, float, float]:
@@ -409,7 +422,8 @@ def worker_trl(spec: dict, clock: StepClock) -> dict:
         output_dir=str(Path(spec["work"]) / "trl-out"), per_device_train_batch_size=spec["batch"],
         gradient_accumulation_steps=1, max_steps=spec["warmup"] + spec["steps"], learning_rate=spec["lr"],
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, optim=spec["trl_optim"],
-        bf16=False, fp16=False, gradient_checkpointing=spec["trl_gradient_checkpointing"], max_length=spec["max_length"],
+        bf16=False, fp16=False, gradient_checkpointing=spec["trl_gradient_checkpointing"],
+        max_length=spec["max_length"],
         logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
         seed=spec["seed"], data_seed=spec["seed"], train_sampling_strategy="sequential",
         dataloader_num_workers=0, dataloader_pin_memory=False, use_cpu=not torch.cuda.is_available())
@@ -480,7 +494,8 @@ def report(spec: dict, runs: list[dict[str, dict]]) -> None:
     print(f"loss per step, first {common}: max |alignlab - TRL| = {max(diffs):.2e}")
     print(f"  alignlab: {' '.join(f'{x:.4f}' for x in a['losses'][:common])}")
     print(f"  TRL:      {' '.join(f'{x:.4f}' for x in t['losses'][:common])}")
-    print(f"decoder-layer forwards per step: alignlab {a['layer_calls_per_step']:.0f}, TRL {t['layer_calls_per_step']:.0f} "
+    print(f"decoder-layer forwards per step: alignlab {a['layer_calls_per_step']:.0f}, "
+          f"TRL {t['layer_calls_per_step']:.0f} "
           "(twice the layer count would mean recomputation)")
     same = a["shapes"][:len(t["shapes"])] == t["shapes"][:len(a["shapes"])]
     print(f"padded (rows, length) per forward: {'identical' if same else 'DIFFERENT'} "
