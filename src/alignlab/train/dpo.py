@@ -26,7 +26,7 @@ from alignlab.runs import Run
 from alignlab.train.options import LoraOptions, OptimOptions, RunOptions
 from alignlab.train.components import DPO_LOSSES, kto_loss, make_dpo_robust, sft_term
 from alignlab.train.hooks import Hooks, StepContext
-from alignlab.train.loop import (broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule,
+from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule,
                                  load_checkpoint, optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
 from alignlab.train.reward_fn import load_function
 from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_policy, make_example, measure_kl,
@@ -177,7 +177,7 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
 
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     module = accelerator.prepare(LogProbs(model))
-    optimizer = torch.optim.AdamW(trainable.values(), lr=config.lr or (5e-5 if config.lora else 5e-6),
+    optimizer = adamw(trainable.values(), lr=config.lr or (5e-5 if config.lora else 5e-6),
                                   weight_decay=config.weight_decay)
     total = config.max_steps or config.epochs * -(-len(records) // config.batch_size)
     scheduler = linear_schedule(optimizer, config.warmup_steps, total)

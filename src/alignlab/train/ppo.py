@@ -31,7 +31,7 @@ from alignlab.train.options import LoraOptions
 from alignlab.train.components import (AdaptiveKLController, FixedKLController, clipped_policy_loss,
                                        clipped_value_loss, gae, kl_k1, kl_k3, masked_mean)
 from alignlab.train.hooks import Hooks, StepContext
-from alignlab.train.loop import (broadcast_run, check_finite, latest_checkpoint, linear_schedule, load_checkpoint,
+from alignlab.train.loop import (adamw, broadcast_run, check_finite, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
 from alignlab.train.policy import Example, Reference, batch_tensors, load_policy, save_policy, write_pressure
 from alignlab.train.reward_fn import load_reward
@@ -188,7 +188,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     wrapped = accelerator.prepare(module)
     updates_per_iteration = config.ppo_epochs * (config.rollout_batch // config.minibatch_size)
     total_updates = config.iterations * updates_per_iteration
-    optimizer = torch.optim.AdamW(trainable.values(), lr=config.lr or (1e-4 if config.lora else 1e-5), eps=1e-5)
+    optimizer = adamw(trainable.values(), lr=config.lr or (1e-4 if config.lora else 1e-5), eps=1e-5)
     scheduler = linear_schedule(optimizer, 0, total_updates)
     kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target
               else FixedKLController(config.kl_coef))

@@ -24,7 +24,7 @@ from alignlab.runs import Run
 from alignlab.train.options import OptimOptions, RunOptions
 from alignlab.train.components import centering_loss, choice_nll, rating_loss
 from alignlab.train.hooks import Hooks, StepContext
-from alignlab.train.loop import (broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
+from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
                                  reopen_run, save_checkpoint, truncate_metrics)
 from alignlab.train.reward_model import (RewardModel, configure_trainable, pad_right, save_reward_model)
 
@@ -304,7 +304,7 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
 
     trainable = {n: p for n, p in rm.named_parameters() if p.requires_grad}
     lr = config.lr or DEFAULT_LR[config.mode]
-    optimizer = torch.optim.AdamW(trainable.values(), lr=lr, weight_decay=config.weight_decay)
+    optimizer = adamw(trainable.values(), lr=lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     total = config.max_steps or config.epochs * steps_per_epoch
     scheduler = linear_schedule(optimizer, config.warmup_steps, total)

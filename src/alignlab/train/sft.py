@@ -18,7 +18,7 @@ import torch
 from alignlab.runs import Run
 from alignlab.train.options import LoraOptions, OptimOptions, RunOptions
 from alignlab.train.hooks import Hooks, StepContext
-from alignlab.train.loop import (broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint,
+from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
 from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_policy, make_example, measure_kl,
                                    read_records, save_policy, write_pressure)
@@ -78,7 +78,7 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
 
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     module = accelerator.prepare(LogProbs(model))
-    optimizer = torch.optim.AdamW(trainable.values(), lr=config.lr or (2e-4 if config.lora else 2e-5),
+    optimizer = adamw(trainable.values(), lr=config.lr or (2e-4 if config.lora else 2e-5),
                                   weight_decay=config.weight_decay)
     total = config.max_steps or config.epochs * -(-len(examples) // config.batch_size)
     scheduler = linear_schedule(optimizer, config.warmup_steps, total)
