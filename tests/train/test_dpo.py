@@ -1,10 +1,6 @@
 """DPO and KTO on the tiny model."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +9,7 @@ from alignlab.data import PreferencePair, Thumbs, write_feedback
 from alignlab.fileio import read_jsonl
 from alignlab.train.dpo import DPOConfig, train_dpo
 from alignlab.train.hooks import Hooks
+from tests.train.launch import two_and_one
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +86,9 @@ def test_lora_reference_is_the_model_with_adapters_disabled_and_resume_matches(p
 
 
 def test_two_processes_match_one(pairs, tmp_path):
-    common = ["dpo", "--data", str(pairs), "--model", "tiny", "--max-steps", "2", "--batch-size", "4", "--lr", "1e-3",
-              "--kl-prompts", "0", "--out"]
-    env = {**os.environ, "ALIGNLAB_RUNS_DIR": str(tmp_path / "runs"), "ACCELERATE_USE_CPU": "true",
-           "GLOO_SOCKET_IFNAME": "lo"}
-    bindir = Path(sys.executable).parent
-    two = subprocess.run([str(bindir / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "alignlab.cli",
-                          *common, str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([str(bindir / "alignlab"), *common, str(tmp_path / "one")], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    runs = {json.loads((r / "config.json").read_text())["config"]["out"]: r for r in (tmp_path / "runs").iterdir()}
-    get = lambda key: [(m["loss"], m["grad_norm"], m["rewards/margins"])  # noqa: E731
-                       for m in read_jsonl(runs[str(tmp_path / key)] / "metrics.jsonl") if "loss" in m]
-    for a, b in zip(get("one"), get("two")):
+    one, two = two_and_one(["dpo", "--data", str(pairs), "--model", "tiny", "--max-steps", "2", "--batch-size", "4",
+                            "--lr", "1e-3", "--kl-prompts", "0"], tmp_path)
+    get = lambda rows: [(m["loss"], m["grad_norm"], m["rewards/margins"]) for m in rows]  # noqa: E731
+    assert len(one) == 2
+    for a, b in zip(get(one), get(two)):
         assert a == pytest.approx(b, rel=1e-4, abs=1e-6)

@@ -1,11 +1,7 @@
 """PPO on a learnable toy: an SFT'd tiny model that writes words from a list of ten, rewarded for 'cat'."""
 
 import json
-import os
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +10,7 @@ from alignlab.data import Demonstration, write_feedback
 from alignlab.fileio import read_jsonl
 from alignlab.train.ppo import PPOConfig, train_ppo
 from alignlab.train.sft import SFTConfig, train_sft
+from tests.train.launch import two_and_one
 from tests.train.rewards_for_tests import WORDS
 
 REWARD = "tests.train.rewards_for_tests:cat_share"
@@ -86,20 +83,11 @@ def test_ppo_refuses_settings_that_cannot_work(toy):
 
 def test_two_processes_match_one_with_one_minibatch(toy, tmp_path):
     policy, prompts = toy
-    common = ["ppo", "--prompts", str(prompts), "--reward", REWARD, "--model", str(policy), "--iterations", "2",
-              "--rollout-batch", "4", "--minibatch-size", "4", "--ppo-epochs", "1", "--max-new-tokens", "6",
-              "--lr", "1e-3", "--sample-every", "0", "--out"]
-    env = {**os.environ, "ALIGNLAB_RUNS_DIR": str(tmp_path / "runs"), "ACCELERATE_USE_CPU": "true",
-           "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    bindir = Path(sys.executable).parent
-    two = subprocess.run([str(bindir / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "alignlab.cli",
-                          *common, str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([str(bindir / "alignlab"), *common, str(tmp_path / "one")], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    runs = {json.loads((r / "config.json").read_text())["config"]["out"]: r for r in (tmp_path / "runs").iterdir()}
-    get = lambda key: [(m["objective/scores"], m["objective/kl"], m["loss/policy_avg"], m["grad_norm"])  # noqa: E731
-                       for m in read_jsonl(runs[str(tmp_path / key)] / "metrics.jsonl") if "objective/scores" in m]
-    for a, b in zip(get("one"), get("two")):
+    one, two = two_and_one(["ppo", "--prompts", str(prompts), "--reward", REWARD, "--model", str(policy),
+                            "--iterations", "2", "--rollout-batch", "4", "--minibatch-size", "4", "--ppo-epochs", "1",
+                            "--max-new-tokens", "6", "--lr", "1e-3", "--sample-every", "0"], tmp_path)
+    get = lambda rows: [(m["objective/scores"], m["objective/kl"], m["loss/policy_avg"], m["grad_norm"])  # noqa: E731
+                        for m in rows]
+    assert len(one) == 2
+    for a, b in zip(get(one), get(two)):
         assert a == pytest.approx(b, rel=1e-3, abs=1e-5)
