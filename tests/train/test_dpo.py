@@ -3,12 +3,10 @@
 import json
 
 import pytest
-import torch
 
 from alignlab.data import PreferencePair, Thumbs, write_feedback
 from alignlab.fileio import read_jsonl
 from alignlab.train.dpo import DPOConfig, train_dpo
-from alignlab.train.hooks import Hooks
 from tests.train.launch import two_and_one
 
 
