@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "dpo": "alignlab.train.policy_cli:DPO",
     "bon": "alignlab.train.policy_cli:BON",
     "ppo": "alignlab.train.policy_cli:PPO",
+    "pressure": "alignlab.pressure.command:PRESSURE",
     "forecast": "alignlab.forecast.command:FORECAST",
 }
 
@@ -59,6 +60,7 @@ HELP: dict[str, str] = {
     "dpo": "DPO-family preference optimisation (or KTO on thumbs)",
     "bon": "best-of-n sampling against a reward, over a sweep of n",
     "ppo": "RLHF with PPO against a reward model or a reward function",
+    "pressure": "the Goodhart ledger of a policy run: KL, proxy and gold, fitted peak",
     "forecast": "Biological Anchors compute forecast",
 }
 

@@ -36,3 +36,10 @@ def cat_share(prompt: str, response: str) -> float:
     """Share of the word 'cat' among the response's words (the PPO toy's reward)."""
     words = response.split()
     return words.count("cat") / max(1, len(words))
+
+
+def cat_in_moderation(prompt: str, response: str) -> float:
+    """A 'gold' judge for the PPO toy that likes some 'cat' but not a response made of it:
+    it agrees with cat_share up to a share of 0.3 and falls beyond."""
+    share = cat_share(prompt, response)
+    return share if share <= 0.3 else 0.6 - share

@@ -8,12 +8,14 @@ import pytest
 
 from alignlab.data import Demonstration, write_feedback
 from alignlab.fileio import read_jsonl
+from alignlab.pressure import read_ledger
 from alignlab.train.ppo import PPOConfig, train_ppo
 from alignlab.train.sft import SFTConfig, train_sft
 from tests.train.launch import two_and_one
 from tests.train.rewards_for_tests import WORDS
 
 REWARD = "tests.train.rewards_for_tests:cat_share"
+GOLD = "tests.train.rewards_for_tests:cat_in_moderation"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def scores(run):
 
 def test_ppo_raises_the_reward_several_fold_while_the_controller_holds_kl_near_target(toy):
     policy, prompts = toy
-    run = train_ppo(PPOConfig(prompts=prompts, reward=REWARD, model=str(policy), iterations=40, rollout_batch=8,
+    run = train_ppo(PPOConfig(prompts=prompts, reward=REWARD, gold=GOLD, model=str(policy), iterations=40, rollout_batch=8,
                               minibatch_size=8, ppo_epochs=2, max_new_tokens=10, temperature=1.0, kl_coef=0.05,
                               kl_target=2.0, kl_horizon=200, lr=1e-3, sample_every=20, missing_eos_penalty=0.0),
                     progress=False)
@@ -57,6 +59,9 @@ def test_ppo_raises_the_reward_several_fold_while_the_controller_holds_kl_near_t
         assert name in m[0], name
     pressure = json.loads((run.path / "pressure.json").read_text())
     assert pressure["method"] == "ppo" and pressure["beta"] == 0.05 and len(pressure["entries"]) == 40
+    ledger = read_ledger(run.path)  # the gold judge watched every rollout
+    assert ledger.has_gold and ledger.fit is not None and ledger.fit.form == "rl"
+    assert ledger.points[0].gold == pytest.approx(m[0]["objective/scores"])  # they agree below a share of 0.3
     assert len(read_jsonl(run.path / "samples.jsonl")) == 16  # the sample table at iterations 20 and 40
 
 

@@ -45,6 +45,8 @@ class PPOConfig(LoraOptions):
     """Training prompts: one per line (.txt) or JSON lines with a 'prompt' field (.jsonl)."""
     reward: str = ""
     """A reward model folder or reward run id, or a function module:function / file.py:function (prompt, response) -> float."""
+    gold: str | None = None
+    """Optionally a held-out judge (same forms as --reward), never trained on: scores each rollout for the ledger."""
     model: str = "gemma-3-270m"
     """The initial policy, also the frozen reference (the weak prior)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -174,6 +176,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
         raise ValueError("give --prompts FILE")
     prompts = read_prompts(None, config.prompts)
     reward_fn, described = load_reward(config.reward)
+    gold_fn, gold_described = load_reward(config.gold) if config.gold else (None, None)
     policy, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha, config.seed)
     module = PolicyAndValue(policy)
     if config.value_init == "reward_model":
@@ -287,8 +290,11 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
                    "response_length": reduce(tmask.sum(-1).mean()), "eos_rate": reduce(has_eos.float().mean()),
                    "learning_rate": scheduler.get_last_lr()[0],
                    **{k: float(torch.tensor(v).mean()) for k, v in stats.items()}}
-        ledger.append({"step": it + 1, "objective/kl": kl_response, "objective/kl_k3": kl3_response,
-                       "objective/scores": metrics["objective/scores"], "kl_coef": beta_used})
+        entry = {"step": it + 1, "objective/kl": kl_response, "objective/kl_k3": kl3_response,
+                 "objective/scores": metrics["objective/scores"], "kl_coef": beta_used}
+        if gold_fn is not None:  # the held-out judge only watches: nothing it says reaches the loss
+            metrics["gold"] = entry["gold"] = reduce(gold_fn(batch_prompts, [c.text for c in completions]).float().mean())
+        ledger.append(entry)
         if accelerator.is_main_process:
             run.log_metrics(it + 1, **metrics)
             bar.update(1)
@@ -313,7 +319,8 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
 
     if accelerator.is_main_process:
         write_pressure(run.path, "ppo", config.model, config.kl_coef, ledger,
-                       {"reward": described, "kl_target": config.kl_target or None, "final_kl_coef": kl_ctl.value})
+                       {"reward": described, "gold": gold_described, "kl_target": config.kl_target or None,
+                        "final_kl_coef": kl_ctl.value})
         out = save_policy(policy, tokenizer, config.out or run.path / "policy", config.model, "ppo",
                           {"run": run.id, "kl_coef": config.kl_coef})
         torch.save(module.value_head.state_dict(), run.path / "value_head.pt")
