@@ -43,6 +43,7 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
 
 def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Logits (..., V) from hidden states (..., D), with the model's final soft-capping if any.
+    With a restricted vocabulary (models/vocab.py) V is the kept set's size, in its order.
 
     Computed as ``W @ h^T`` rather than ``h @ W^T``: with few rows (decoding) MKL runs the first
     form about 4x faster in float32 on this kind of CPU (see benchmarks/), and the result is the
@@ -52,15 +53,19 @@ def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         model = model.get_base_model()
     head = model.get_output_embeddings()
     flat = hidden.reshape(-1, hidden.shape[-1])
-    weight = head.weight
+    weight, bias = head.weight, getattr(head, "bias", None)
+    subset = getattr(model, "alignlab_vocabulary", None)  # see models/vocab.py
+    if subset is not None:
+        weight = subset.rows(weight)
+        bias = bias[subset.ids] if bias is not None else None
     if flat.dtype != weight.dtype:
         flat = flat.to(weight.dtype)
     if flat.shape[0] <= 16 and weight.dtype == torch.float32:
         logits = (weight @ flat.T).T.contiguous()
     else:
         logits = flat @ weight.T
-    if getattr(head, "bias", None) is not None:
-        logits = logits + head.bias
+    if bias is not None:
+        logits = logits + bias
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap

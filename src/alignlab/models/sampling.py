@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from alignlab.models.forward import hidden_states, output_logits
+from alignlab.models.vocab import vocabulary
 
 # Top-p without a full sort: look for the nucleus among the top candidates first and widen only
 # when they do not hold enough mass. A full sort of 262,144 logits costs ~10 ms a row here.
@@ -271,7 +272,12 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
     input_ids, mask = input_ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     hidden, cache = hidden_states(model, input_ids, mask, positions, use_cache=True)
-    logits = output_logits(model, hidden[:, -1]).float().cpu()  # (B, V)
+    logits = output_logits(model, hidden[:, -1]).float().cpu()  # (B, V), or (B, K) over a kept subset
+    subset = vocabulary(model)
+    if subset is not None:  # choose among kept indices, report full-vocabulary ids
+        stops_local = {int(subset.index[i]) for i in stops if i in subset}
+        if not stops_local and config.max_new_tokens:
+            raise ValueError("the restricted vocabulary keeps no end-of-sequence token; include the special tokens")
 
     rows = len(prompts)
     generated: list[list[int]] = [[] for _ in range(rows)]
@@ -280,11 +286,15 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
     longest_stop = max((len(s) for s in config.stop), default=0)
     next_pos = positions[:, -1:] + 1  # (B, 1)
     for step in range(config.max_new_tokens):
-        banned = sorted(stops) if step < config.min_new_tokens else ()
+        banned = sorted(stops if subset is None else stops_local) if step < config.min_new_tokens else ()
         ids, raw_lp, sample_lp, raw = choose_tokens(logits, config, generators, banned)
         if config.alternatives:
-            alt_lp, alt_ids = torch.topk(raw, config.alternatives, dim=-1)  # (B, A)
+            alt_lp, alt_ids = torch.topk(raw, min(config.alternatives, raw.shape[-1]), dim=-1)  # (B, A)
+            if subset is not None:
+                alt_ids = subset.to_global(alt_ids)
             alt_lp, alt_ids = alt_lp.tolist(), alt_ids.tolist()
+        if subset is not None:
+            ids = subset.to_global(ids)
         ids_list, raw_list, sample_list = ids.tolist(), raw_lp.tolist(), sample_lp.tolist()
         for r in range(rows):
             if not active[r]:

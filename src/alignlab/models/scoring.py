@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from alignlab.models.forward import hidden_states, output_logits
+from alignlab.models.vocab import vocabulary
 from alignlab.models.sampling import PieceText, encode_prompt
 
 LOGIT_CHUNK = 512
@@ -34,6 +35,9 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     select = target_mask[:, 1:].bool()  # (B, T-1): position t-1 predicts token t
     h = hidden[:, :-1][select]  # (N, D)
     targets = input_ids[:, 1:][select]  # (N,)
+    subset = vocabulary(model)
+    if subset is not None:  # logits cover the kept tokens only, in their order
+        targets = subset.to_local(targets)
     pieces = []
     for start in range(0, h.shape[0], LOGIT_CHUNK):
         logits = output_logits(model, h[start:start + LOGIT_CHUNK]).float()  # (n, V)

@@ -15,14 +15,16 @@ from typing import Literal
 
 import torch
 
+from alignlab.models.vocab import load_vocabulary, restrict_vocabulary
 from alignlab.runs import Run
 from alignlab.train.components import best_of_n_kl
+from alignlab.train.options import VocabularyOptions
 from alignlab.train.policy import write_pressure
 from alignlab.train.reward_fn import load_reward
 
 
 @dataclass
-class BoNConfig:
+class BoNConfig(VocabularyOptions):
     """Best-of-n sampling against a reward."""
 
     prompts: Path | None = None
@@ -66,6 +68,8 @@ def run_best_of_n(config: BoNConfig, progress: bool = True) -> Run:
     reward, described = load_reward(config.reward)
     gold, gold_described = load_reward(config.gold) if config.gold else (None, None)
     model, tokenizer = load_model(config.model, dtype=config.dtype)
+    if config.vocabulary is not None:
+        restrict_vocabulary(model, load_vocabulary(config.vocabulary, tokenizer))
     top = max(config.n)
     sampling = SampleConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
                             top_k=config.top_k, seed=config.seed, alternatives=0)

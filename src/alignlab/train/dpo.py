@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from alignlab.runs import Run
-from alignlab.train.options import LoraOptions, OptimOptions, RunOptions
+from alignlab.train.options import LoraOptions, OptimOptions, RunOptions, VocabularyOptions
 from alignlab.train.components import DPO_LOSSES, kto_loss, make_dpo_robust, sft_term
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule,
@@ -34,7 +34,7 @@ from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_poli
 
 
 @dataclass
-class DPOConfig(RunOptions, OptimOptions, LoraOptions):
+class DPOConfig(RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
     """Direct preference optimisation (DPO family, or KTO on thumbs)."""
 
     data: str = ""
@@ -146,7 +146,8 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
         records = read_records(config.data, ["thumbs"], "thumbs (prompt/completion/label)", config.skip_bad)
     else:
         records = read_records(config.data, ["pair"], "preference pairs", config.skip_bad)
-    model, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha, config.seed)
+    model, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha,
+                                    config.seed, config.vocabulary)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ex = lambda p, r: make_example(tokenizer, p, r, config.max_length, config.add_eos)  # noqa: E731
     if kto:

@@ -56,3 +56,11 @@ class RunOptions:
     """Resume this run (id or folder) from its last checkpoint; the other options come from the run."""
     out: Path | None = None
     """Where to save the result (default: inside the run folder)."""
+
+
+@dataclass
+class VocabularyOptions:
+    """A restricted output vocabulary (models/vocab.py)."""
+
+    vocabulary: Path | None = None
+    """A vocabulary file (JSON of kept token ids): logits over those tokens only, renormalised (fast on a CPU)."""

@@ -17,15 +17,19 @@ from alignlab.fileio import atomic_write_json
 from alignlab.models import load_model
 from alignlab.models.sampling import encode_prompt
 from alignlab.models.scoring import build_batch, encode_continuation, token_logprobs
+from alignlab.models.vocab import load_vocabulary, restrict_vocabulary, vocabulary
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 POLICY_FILE = "alignlab_policy.json"
 
 
 def load_policy(name: str, dtype: str = "float32", lora: bool = False, lora_r: int = 16,
-                lora_alpha: float = 32.0, seed: int = 0):
-    """(model, tokenizer): the model to train; with ``lora`` wrapped by peft (adapters trainable only)."""
+                lora_alpha: float = 32.0, seed: int = 0, vocabulary: Path | None = None):
+    """(model, tokenizer): the model to train; with ``lora`` wrapped by peft (adapters trainable
+    only); with ``vocabulary`` its logits restricted to that file's tokens."""
     model, tokenizer = load_model(name, dtype=dtype)
+    if vocabulary is not None:
+        restrict_vocabulary(model, load_vocabulary(vocabulary, tokenizer))
     model.train()  # dropout stays off: Gemma 3 has none, and PPO's ratios need it off
     if lora:
         from peft import LoraConfig, get_peft_model
@@ -59,6 +63,8 @@ class Reference:
     def token_logprobs(self, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
                        temperature: float = 1.0) -> torch.Tensor:
         with self.model() as ref:
+            if self.copy is not None:  # the copy scores over the same (possibly restricted) vocabulary
+                restrict_vocabulary(self.copy, vocabulary(self.policy))
             return token_logprobs(ref, ids, mask, target, temperature)
 
 

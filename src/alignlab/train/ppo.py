@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from alignlab.models.forward import decoder, output_logits
+from alignlab.models.vocab import vocabulary
 from alignlab.runs import Run
-from alignlab.train.options import LoraOptions
+from alignlab.train.options import LoraOptions, VocabularyOptions
 from alignlab.train.components import (AdaptiveKLController, FixedKLController, clipped_policy_loss,
                                        clipped_value_loss, gae, kl_k1, kl_k3, masked_mean)
 from alignlab.train.hooks import Hooks, StepContext
@@ -38,7 +39,7 @@ from alignlab.train.reward_fn import load_reward
 
 
 @dataclass
-class PPOConfig(LoraOptions):
+class PPOConfig(LoraOptions, VocabularyOptions):
     """RLHF with PPO against a reward model or a Python reward function."""
 
     prompts: Path | None = None
@@ -123,6 +124,9 @@ class PolicyAndValue(nn.Module):
         select = target[:, 1:].bool()  # (B, T-1): hidden at t-1 predicts token t
         h = hidden[:, :-1][select]  # (N, D)
         tokens = ids[:, 1:][select]
+        subset = vocabulary(self.policy)
+        if subset is not None:  # logits cover a kept subset of the vocabulary (models/vocab.py)
+            tokens = subset.to_local(tokens)
         logps, ents = [], []
         for start in range(0, h.shape[0], 512):  # bounded memory: 512 x V logits at a time
             logits = output_logits(self.policy, h[start:start + 512]).float() / temperature
@@ -177,7 +181,8 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     prompts = read_prompts(None, config.prompts)
     reward_fn, described = load_reward(config.reward)
     gold_fn, gold_described = load_reward(config.gold) if config.gold else (None, None)
-    policy, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha, config.seed)
+    policy, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha,
+                                    config.seed, config.vocabulary)
     module = PolicyAndValue(policy)
     if config.value_init == "reward_model":
         _value_from_reward_model(module, config.reward)

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from alignlab.runs import Run
-from alignlab.train.options import LoraOptions, OptimOptions, RunOptions
+from alignlab.train.options import LoraOptions, OptimOptions, RunOptions, VocabularyOptions
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
@@ -25,7 +25,7 @@ from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_poli
 
 
 @dataclass
-class SFTConfig(RunOptions, OptimOptions, LoraOptions):
+class SFTConfig(RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
     """Supervised fine-tuning on demonstrations."""
 
     data: str = ""
@@ -67,7 +67,8 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
 
     # 1. data and model
     records = read_records(config.data, ["demonstration"], "demonstrations", config.skip_bad)
-    model, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha, config.seed)
+    model, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha,
+                                    config.seed, config.vocabulary)
     reference = Reference(model) if config.kl_prompts else None
     examples = [make_example(tokenizer, r.prompt, r.completion, config.max_length, config.add_eos) for r in records]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

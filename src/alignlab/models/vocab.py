@@ -1,0 +1,212 @@
+"""A restricted output vocabulary: the model's distribution renormalised over the tokens a task
+actually uses, so the output layer costs K rows instead of 262,144.
+
+On a CPU the embedded model's output layer (640 x 262,144) is most of every sampling and
+training step. A task that writes English stories uses a few tens of thousands of those tokens;
+computing logits for just those rows and renormalising gives the distribution
+q(x) = p(x) / Z over the kept set S, with Z = p(S). Sampling, scoring, DPO and PPO then all work
+in that space consistently (policy and reference alike), so every KL the ledger reports is
+between two restricted distributions.
+
+The cost of the restriction is the mass the full model puts outside S: per position,
+KL(q || p) = -log Z. ``vocabulary_coverage`` measures it on held-out samples; the experiment
+report states it. Token ids are not ordered by frequency in Gemma's vocabulary, so S must be
+built from text the task produces (``task_vocabulary``): its prompts, samples of the full model,
+and the top alternatives at every sampled position.
+
+    subset = task_vocabulary(model, tokenizer, prompts, pilot_prompts)
+    restrict_vocabulary(model, subset)     # sampling/scoring now use S; restrict_vocabulary(model, None) undoes
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+ATTRIBUTE = "alignlab_vocabulary"
+
+
+class VocabularySubset:
+    """The kept token ids (sorted) and the map from a full-vocabulary id to its kept index."""
+
+    def __init__(self, ids: Iterable[int], vocab_size: int, tokenizer=None):
+        kept = sorted({int(i) for i in ids})
+        if not kept:
+            raise ValueError("a restricted vocabulary needs at least one token")
+        if kept[0] < 0 or kept[-1] >= vocab_size:
+            raise ValueError(f"token ids must lie in [0, {vocab_size}); got {kept[0]}..{kept[-1]}")
+        self.ids = torch.tensor(kept, dtype=torch.long)  # (K,) kept index -> token id
+        self.index = torch.full((vocab_size,), -1, dtype=torch.long)  # (V,) token id -> kept index or -1
+        self.index[self.ids] = torch.arange(len(kept))
+        self.vocab_size = vocab_size
+        self._tokenizer = tokenizer
+        self._cache: tuple | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, token_id: int) -> bool:
+        return 0 <= token_id < self.vocab_size and bool(self.index[token_id] >= 0)
+
+    def to_local(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Kept indices of full-vocabulary ids; an id outside the kept set is an error naming it."""
+        local = self.index.to(token_ids.device)[token_ids]
+        if (local < 0).any():
+            bad = int(token_ids[local < 0][0])
+            piece = repr(self._tokenizer.decode([bad])) if self._tokenizer is not None else ""
+            raise ValueError(f"token {bad} {piece} is outside the restricted vocabulary of {len(self)} tokens; "
+                             "build the vocabulary from text that includes this data (task_vocabulary(texts=...))")
+        return local
+
+    def to_global(self, local: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary ids of kept indices."""
+        return self.ids.to(local.device)[local]
+
+    def rows(self, weight: torch.Tensor) -> torch.Tensor:
+        """The kept rows of an output weight (K, D). Sliced anew while the weight trains (so its
+        gradient flows back); cached when nothing can change it."""
+        if weight.requires_grad and torch.is_grad_enabled():
+            return weight.index_select(0, self.ids.to(weight.device))
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, weight.detach().index_select(0, self.ids.to(weight.device)))
+        return self._cache[1]
+
+    def to_list(self) -> list[int]:
+        return self.ids.tolist()
+
+
+def _base(model: torch.nn.Module) -> torch.nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def vocabulary(model: torch.nn.Module) -> VocabularySubset | None:
+    """The restricted vocabulary a model computes logits over, or None for the full one."""
+    return getattr(_base(model), ATTRIBUTE, None)
+
+
+def restrict_vocabulary(model: torch.nn.Module, subset: VocabularySubset | None) -> None:
+    """Make the model's logits (through alignlab's forward functions) cover ``subset`` only;
+    None restores the full vocabulary."""
+    base = _base(model)
+    if subset is not None:
+        size = base.get_output_embeddings().weight.shape[0]
+        if subset.vocab_size != size:
+            raise ValueError(f"the vocabulary subset was built for {subset.vocab_size} tokens, the model has {size}")
+    setattr(base, ATTRIBUTE, subset)
+
+
+def special_ids(tokenizer, model=None) -> set[int]:
+    """Tokens a restricted vocabulary always keeps: EOS (every one the model stops at), BOS, pad."""
+    from alignlab.models.sampling import eos_ids
+
+    ids = {getattr(tokenizer, name) for name in ("eos_token_id", "bos_token_id", "pad_token_id")}
+    if model is not None:
+        ids |= set(eos_ids(model, tokenizer))
+    return {int(i) for i in ids if i is not None}
+
+
+@torch.no_grad()
+def task_vocabulary(model, tokenizer, texts: Sequence[str], pilot_prompts: Sequence[str] = (),
+                    samples_per_prompt: int = 2, max_new_tokens: int = 48, alternatives: int = 64,
+                    seed: int = 0, progress: bool = False) -> VocabularySubset:
+    """The tokens a task uses: those of ``texts`` (its prompts, any data), of full-vocabulary
+    samples of the model on ``pilot_prompts``, and the top ``alternatives`` at every sampled
+    position (so the mass the model nearly chose is kept too), plus the special tokens."""
+    from alignlab.models.sampling import SampleConfig, sample
+
+    restrict_vocabulary(model, None)
+    ids = special_ids(tokenizer, model)
+    for text in texts:
+        ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if pilot_prompts:
+        config = SampleConfig(max_new_tokens=max_new_tokens, seed=seed, alternatives=alternatives)
+        for completion in sample(model, tokenizer, list(pilot_prompts), config, n=samples_per_prompt,
+                                 progress=progress):
+            for token in completion.tokens:
+                ids.add(token.id)
+                ids.update(a.id for a in token.alternatives)
+    size = model.get_output_embeddings().weight.shape[0] if not hasattr(model, "get_base_model") else \
+        _base(model).get_output_embeddings().weight.shape[0]
+    return VocabularySubset(ids, size, tokenizer)
+
+
+@dataclass
+class Coverage:
+    """How much the restriction costs, measured on the full model's own samples."""
+
+    tokens: int
+    """Response positions measured."""
+    mass_inside: float
+    """Mean probability the full model puts inside the kept set, Z = p(S)."""
+    min_mass_inside: float
+    kl_per_token: float
+    """Mean KL(q || p) = -log Z per position, in nats."""
+    sampled_outside: float
+    """Share of the sampled tokens that fell outside the kept set."""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@torch.no_grad()
+def vocabulary_coverage(model, tokenizer, subset: VocabularySubset, prompts: Sequence[str], max_new_tokens: int = 48,
+                        seed: int = 1) -> Coverage:
+    """Sample the FULL model on ``prompts`` (use prompts not used to build the subset) and
+    measure, at every response position, the mass inside the kept set."""
+    from alignlab.models.forward import hidden_states, output_logits
+    from alignlab.models.sampling import SampleConfig, sample
+    from alignlab.models.scoring import build_batch
+
+    previous = vocabulary(model)
+    restrict_vocabulary(model, None)
+    try:
+        completions = [c for c in sample(model, tokenizer, list(prompts),
+                                         SampleConfig(max_new_tokens=max_new_tokens, seed=seed, alternatives=0))
+                       if c.token_ids]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids, mask, target = build_batch([c.prompt_ids for c in completions], [c.token_ids for c in completions], pad)
+        hidden, _ = hidden_states(model, ids, mask)
+        select = target[:, 1:]
+        h = hidden[:, :-1][select]  # (N, D): the states that predicted each response token
+        sampled = ids[:, 1:][select]  # (N,)
+        log_z = []
+        for start in range(0, h.shape[0], 256):
+            logp = torch.log_softmax(output_logits(model, h[start:start + 256]).float(), -1)  # (n, V)
+            log_z.append(torch.logsumexp(logp[:, subset.ids], -1))
+        log_z = torch.cat(log_z)
+    finally:
+        restrict_vocabulary(model, previous)
+    outside = (subset.index[sampled] < 0).float().mean()
+    return Coverage(int(log_z.numel()), float(log_z.exp().mean()), float(log_z.exp().min()), float(-log_z.mean()),
+                    float(outside))
+
+
+def save_vocabulary(path, subset: VocabularySubset, **extra) -> None:
+    """Write a vocabulary file (JSON: the kept ids, the full size, and anything measured)."""
+    from alignlab.fileio import atomic_write_json
+
+    atomic_write_json(path, {"vocab_size": subset.vocab_size, "size": len(subset), **extra, "ids": subset.to_list()})
+
+
+def load_vocabulary(path, tokenizer=None) -> VocabularySubset:
+    """Read a vocabulary file written by ``save_vocabulary``; errors name the file and field."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"vocabulary file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+    for key in ("ids", "vocab_size"):
+        if key not in data:
+            raise ValueError(f"{path}: field '{key}' is missing; a vocabulary file holds 'ids' (kept token ids) "
+                             "and 'vocab_size'")
+    if not isinstance(data["ids"], list) or not all(isinstance(i, int) for i in data["ids"]):
+        raise ValueError(f"{path}: field 'ids' must be a list of integer token ids")
+    return VocabularySubset(data["ids"], int(data["vocab_size"]), tokenizer)
