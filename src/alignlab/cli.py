@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "bon": "alignlab.train.policy_cli:BON",
     "ppo": "alignlab.train.policy_cli:PPO",
     "pressure": "alignlab.pressure.command:PRESSURE",
+    "experiment": "alignlab.experiment.command:EXPERIMENT",
     "forecast": "alignlab.forecast.command:FORECAST",
 }
 
@@ -60,6 +61,7 @@ HELP: dict[str, str] = {
     "dpo": "DPO-family preference optimisation (or KTO on thumbs)",
     "bon": "best-of-n sampling against a reward, over a sweep of n",
     "ppo": "RLHF with PPO against a reward model or a reward function",
+    "experiment": "the main job: writing-prompts RLHF, Goodhart ledger, HTML report",
     "pressure": "the Goodhart ledger of a policy run: KL, proxy and gold, fitted peak",
     "forecast": "Biological Anchors compute forecast",
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,8 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
         fh.flush()
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
+    """Write JSON lines all at once (atomically: readers see the old file or the whole new one)."""
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

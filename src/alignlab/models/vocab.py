@@ -42,7 +42,7 @@ class VocabularySubset:
         self.index[self.ids] = torch.arange(len(kept))
         self.vocab_size = vocab_size
         self._tokenizer = tokenizer
-        self._cache: tuple | None = None
+        self._cache: dict[bool, tuple] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -69,10 +69,14 @@ class VocabularySubset:
         gradient flows back); cached when nothing can change it."""
         if weight.requires_grad and torch.is_grad_enabled():
             return weight.index_select(0, self.ids.to(weight.device))
+        # A slice made under inference mode cannot enter autograd later (a frozen LoRA base does):
+        # one cached slice per mode.
+        inference = torch.is_inference_mode_enabled()
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, weight.detach().index_select(0, self.ids.to(weight.device)))
-        return self._cache[1]
+        cached = self._cache.get(inference)
+        if cached is None or cached[0] != key:
+            cached = self._cache[inference] = (key, weight.detach().index_select(0, self.ids.to(weight.device)))
+        return cached[1]
 
     def to_list(self) -> list[int]:
         return self.ids.tolist()

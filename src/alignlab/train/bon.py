@@ -29,6 +29,8 @@ class BoNConfig(VocabularyOptions):
 
     prompts: Path | None = None
     """Prompts: one per line (.txt) or JSON lines with a 'prompt' field (.jsonl)."""
+    samples: Path | None = None
+    """Select among these responses instead of sampling: JSON lines of 'prompt' and 'responses' (>= max(n) each, base-policy samples)."""
     reward: str = ""
     """A reward model folder or reward run id, or a function module:function / file.py:function (prompt, response) -> float."""
     gold: str | None = None
@@ -41,6 +43,8 @@ class BoNConfig(VocabularyOptions):
     """Values of n (the pressure sweep); all are read off max(n) samples per prompt."""
     max_new_tokens: int = 48
     """Tokens per response."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings: a response ends after the first one (which stays in it)."""
     temperature: float = 1.0
     """Sampling temperature of the base policy."""
     top_p: float = 1.0
@@ -60,24 +64,30 @@ def run_best_of_n(config: BoNConfig, progress: bool = True) -> Run:
     from alignlab.commands import read_prompts
     from alignlab.models import SampleConfig, load_model, sample
 
-    if config.prompts is None:
-        raise ValueError("give --prompts FILE")
-    prompts = read_prompts(None, config.prompts)
     if not config.n or min(config.n) < 1:
         raise ValueError(f"n is {config.n}; give one or more values >= 1")
+    top = max(config.n)
+    given = read_samples(config.samples, top) if config.samples is not None else None
+    if given is not None:
+        prompts = [p for p, _ in given]
+    elif config.prompts is None:
+        raise ValueError("give --prompts FILE (or --samples FILE of responses to select among)")
+    else:
+        prompts = read_prompts(None, config.prompts)
     reward, described = load_reward(config.reward)
     gold, gold_described = load_reward(config.gold) if config.gold else (None, None)
-    model, tokenizer = load_model(config.model, dtype=config.dtype)
-    if config.vocabulary is not None:
-        restrict_vocabulary(model, load_vocabulary(config.vocabulary, tokenizer))
-    top = max(config.n)
+    if given is None:
+        model, tokenizer = load_model(config.model, dtype=config.dtype)
+        if config.vocabulary is not None:
+            restrict_vocabulary(model, load_vocabulary(config.vocabulary, tokenizer))
     sampling = SampleConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
-                            top_k=config.top_k, seed=config.seed, alternatives=0)
+                            top_k=config.top_k, seed=config.seed, alternatives=0, stop=list(config.stop))
     with Run.create("bon", config, seed=config.seed) as run:
         # 1. sample max(n) responses per prompt
         jobs = [(i, p) for i, p in enumerate(prompts) for _ in range(top)]
-        texts: list[str] = []
-        for start in tqdm(range(0, len(jobs), config.batch_size), desc="sampling", unit="batch", disable=not progress):
+        texts: list[str] = [r for _, responses in given for r in responses[:top]] if given is not None else []
+        for start in tqdm(range(0, len(jobs) if given is None else 0, config.batch_size), desc="sampling",
+                          unit="batch", disable=not progress):
             chunk = jobs[start:start + config.batch_size]
             seeds = [config.seed + start + j for j in range(len(chunk))]
             texts += [c.text for c in sample(model, tokenizer, [p for _, p in chunk], sampling, seeds=seeds)]
@@ -106,6 +116,27 @@ def run_best_of_n(config: BoNConfig, progress: bool = True) -> Run:
                        {"reward": described, "gold": gold_described, "kl_formula": "log n - (n-1)/n"})
         run.finish(prompts=len(prompts), n=sorted(set(config.n)), best=entries[-1])
     return run
+
+
+def read_samples(path: Path, top: int) -> list[tuple[str, list[str]]]:
+    """(prompt, responses) rows of a samples file; every row needs at least ``top`` responses."""
+    from alignlab.fileio import read_jsonl
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"samples file {path} does not exist")
+    rows = []
+    for number, row in enumerate(read_jsonl(path), start=1):
+        responses = row.get("responses") if isinstance(row, dict) else None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(responses, list):
+            raise ValueError(f"{path} line {number}: each line needs 'prompt' (text) and 'responses' (a list of texts)")
+        if len(responses) < top or not all(isinstance(r, str) for r in responses):
+            raise ValueError(f"{path} line {number}: {len(responses)} responses, but n goes up to {top}; "
+                             f"give at least {top} texts per prompt or lower n")
+        rows.append((row["prompt"], responses))
+    if not rows:
+        raise ValueError(f"samples file {path} holds no rows")
+    return rows
 
 
 def format_bon(run: Run) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -64,6 +64,8 @@ class PPOConfig(LoraOptions, VocabularyOptions):
     """Rollout rows per optimizer step, across processes."""
     max_new_tokens: int = 32
     """Longest response."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings: a response ends after the first one (which stays in it and counts as a proper end, like EOS)."""
     temperature: float = 0.7
     """Sampling temperature; log-probs are computed on logits divided by it."""
     kl_coef: float = 0.05
@@ -201,7 +203,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target
               else FixedKLController(config.kl_coef))
     sampling = SampleConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed,
-                            alternatives=0)
+                            alternatives=0, stop=list(config.stop))
 
     start, ledger = 0, []
     checkpoint = latest_checkpoint(run.path) if config.resume else None
@@ -233,7 +235,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
         # 2. score: the reward at the last token of the response, less the missing-EOS penalty
         scores = reward_fn(batch_prompts, [c.text for c in completions]).float().to(accelerator.device)  # (b,)
         raw_scores = scores.clone()
-        has_eos = torch.tensor([c.finish_reason == "eos" for c in completions], device=accelerator.device)
+        has_eos = torch.tensor([c.finish_reason in ("eos", "stop") for c in completions], device=accelerator.device)
         if config.missing_eos_penalty:
             scores = torch.where(has_eos, scores, scores - config.missing_eos_penalty)
 

@@ -46,7 +46,9 @@ def load_function(spec: str, what: str = "function") -> Callable:
 
 
 def load_reward(spec: str, batch_size: int = 8) -> tuple[RewardFn, str]:
-    """(reward function, description). Refuses a function that does not return one finite number."""
+    """(reward function, description). Refuses a function that does not return one finite number.
+    A callable object with a ``score(prompts, responses) -> list[float]`` method is scored in
+    batches through it (the gold judge is one)."""
     from alignlab.train.reward_cli import resolve_reward_model
 
     is_model = False
@@ -72,8 +74,13 @@ def load_reward(spec: str, batch_size: int = 8) -> tuple[RewardFn, str]:
         raise ValueError(f"reward '{spec}' returned {probe!r} for one (prompt, response); it must return one "
                          "finite number: def reward(prompt: str, response: str) -> float")
 
+    batched = getattr(fn, "score", None)  # an object may also score a whole batch at once
+
     def from_function(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        values = [float(fn(p, r)) for p, r in zip(prompts, responses)]
+        if callable(batched):
+            values = [float(v) for v in batched(list(prompts), list(responses))]
+        else:
+            values = [float(fn(p, r)) for p, r in zip(prompts, responses)]
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
         if bad:
             raise ValueError(f"reward '{spec}' returned a non-finite value for response {bad[0]}")

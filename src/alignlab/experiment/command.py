@@ -1,0 +1,83 @@
+"""`alignlab experiment`: run (or resume) the writing-prompts experiment and print where its
+report is."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+from alignlab.cli import Command
+from alignlab.experiment.pipeline import STAGES, Experiment, run_stages
+from alignlab.experiment.profiles import Profile, get_profile
+from alignlab.fileio import atomic_write_json
+from alignlab.runs import Run, find_run
+
+
+@dataclass
+class ExperimentConfig:
+    """The writing-prompts RLHF experiment: base samples, simulated labels, a proxy reward model,
+    best-of-n / DPO / PPO over a sweep of pressure, gold evaluation, Goodhart fits, a report."""
+
+    profile: Literal["test", "quick", "full"] = "quick"
+    """Size: 'test' (tiny model, a minute), 'quick' (embedded model, ~15 min on a 2-core CPU), 'full' (a GPU)."""
+    model: str | None = None
+    """Replace the profile's model (a name or local folder)."""
+    seed: int = 0
+    """Seed for prompt choice, sampling, labelling and training."""
+    resume: str | None = None
+    """Resume this experiment (id or folder) after its last finished stage."""
+    stop_after: str | None = None
+    """Stop after this stage (one of: prompts, vocabulary, samples, labels, reward, bon, dpo, ppo, evaluate, report)."""
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def open_experiment(config: ExperimentConfig, progress: bool = True) -> Experiment:
+    """A new experiment folder, or the one ``config.resume`` names (with its own profile and seed)."""
+    if config.stop_after is not None and config.stop_after not in STAGES:
+        raise ValueError(f"--stop-after {config.stop_after!r}: the stages are {', '.join(STAGES)}")
+    if config.resume:
+        info = find_run(config.resume)
+        if info.kind != "experiment":
+            raise ValueError(f"run {info.id} is a '{info.kind}' run, not an experiment")
+        profile = Profile(**{k: tuple(v) if isinstance(v, list) and k != "notes" else v
+                             for k, v in json.loads((info.path / "profile.json").read_text()).items()})
+        return Experiment(Run(info.id, info.path), profile, int(info.config.get("seed", 0)), progress, _log)
+    profile = get_profile(config.profile, model=config.model)
+    run = Run.create("experiment", config, seed=config.seed)
+    atomic_write_json(run.path / "profile.json", dataclasses.asdict(profile))
+    return Experiment(run, profile, config.seed, progress, _log)
+
+
+def run_experiment(config: ExperimentConfig, progress: bool = True) -> Experiment:
+    exp = open_experiment(config, progress)
+    _log(f"experiment {exp.run.id} ({exp.path}), profile {config.profile if not config.resume else 'as saved'}")
+    results = run_stages(exp, config.stop_after)
+    if "report" in results:
+        exp.run.finish(report=results["report"]["report"])
+    return exp
+
+
+def run_experiment_command(config: ExperimentConfig) -> int:
+    exp = run_experiment(config)
+    report = exp.done("report")
+    if report is None:
+        print(f"experiment {exp.run.id} stopped after stage '{config.stop_after}'; continue with "
+              f"`alignlab experiment --resume {exp.run.id}`")
+        return 0
+    summary = json.loads(exp.file("summary.json").read_text())
+    for name, target in summary["targets"].items():
+        value = target.get("value", target.get("curves"))
+        print(f"{name}: {value} ({'met' if target['met'] else 'NOT met'}; target {target['target']})")
+    print(f"report: {report['report']}")
+    print(f"summary: {report['summary']}")
+    return 0
+
+
+EXPERIMENT = Command("experiment", "the writing-prompts RLHF experiment with a Goodhart ledger and a report",
+                     ExperimentConfig, run_experiment_command)

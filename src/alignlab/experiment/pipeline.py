@@ -1,0 +1,397 @@
+"""The writing-prompts RLHF experiment, in the manner of "Learning to summarize from human
+feedback" (Stiennon et al. 2020), with a Goodhart ledger (Gao, Schulman & Hilton 2022).
+
+A hidden gold judge (feedback/gold.py) plays the people whose judgement we cannot see directly:
+simulated labelers compare base-policy responses through it at a human-like agreement rate;
+a proxy reward model learns from those labels; best-of-n, DPO and PPO optimize the proxy over a
+sweep of pressure; every policy is then judged on held-out test prompts by gold, and gold is
+plotted against sqrt(KL) to see where optimizing the proxy stops helping.
+
+Stages (each caches its outputs in the experiment folder and is skipped on `--resume`):
+
+    1. prompts     the task's splits: labelled prompts, PPO prompts, test prompts
+    2. vocabulary  the task's output vocabulary and what restricting to it costs
+    3. samples     base-policy responses for labelling and for the test prompts, gold-scored
+    4. labels      a calibrated simulated labeler compares every pair of labelled responses
+    5. reward      the proxy reward model (and its learning curve against gold labels)
+    6. bon         best-of-n over the test prompts' base samples, a sweep of n
+    7. dpo         DPO on the labelled pairs, a sweep of beta
+    8. ppo         PPO against the proxy, a sweep of the KL coefficient (gold watches each rollout)
+    9. evaluate    every trained policy on the test prompts: KL, proxy, gold, gold win-rate
+   10. report      Gao fits, flags, summary.json and report.html
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from alignlab.experiment.profiles import Profile
+from alignlab.fileio import atomic_write_json, read_jsonl, write_jsonl
+from alignlab.runs import Run
+
+GOLD_SPEC = "alignlab.feedback.gold:judge"
+STAGES = ("prompts", "vocabulary", "samples", "labels", "reward", "bon", "dpo", "ppo", "evaluate", "report")
+
+
+class Experiment:
+    """An experiment folder (a run of kind 'experiment') and its cached stages."""
+
+    def __init__(self, run: Run, profile: Profile, seed: int, progress: bool = True, log: Callable = print):
+        self.run = run
+        self.path = run.path
+        self.profile = profile
+        self.seed = seed
+        self.progress = progress
+        self.log = log
+        (self.path / "stages").mkdir(exist_ok=True)
+
+    def done(self, stage: str) -> dict | None:
+        marker = self.path / "stages" / f"{stage}.json"
+        return json.loads(marker.read_text()) if marker.exists() else None
+
+    def stage(self, name: str, fn: Callable[[Experiment], dict]) -> dict:
+        """Run ``fn`` unless its stage is already done; its result (JSON) marks it done, atomically."""
+        cached = self.done(name)
+        if cached is not None:
+            self.log(f"[{name}] cached")
+            return cached
+        self.log(f"[{name}] ...")
+        start = time.time()
+        result = fn(self)
+        result["seconds"] = round(time.time() - start, 1)
+        atomic_write_json(self.path / "stages" / f"{name}.json", result)
+        self.log(f"[{name}] done in {result['seconds']:.0f} s")
+        return result
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+# -- 1. prompts -----------------------------------------------------------------------------------
+
+
+def stage_prompts(exp: Experiment) -> dict:
+    from alignlab.data.tasks import load_task
+
+    task = load_task("writing-prompts", seed=exp.seed)
+    p = exp.profile
+    rng = random.Random(exp.seed)
+    train = list(task.train)
+    rng.shuffle(train)
+    needed = p.rm_prompts + max(p.ppo_rollout * p.ppo_iterations, 1)
+    if len(train) < p.rm_prompts + 1 or len(task.test) < p.test_prompts:
+        raise ValueError(f"the task has {len(train)} train and {len(task.test)} test prompts; the profile needs "
+                         f"{p.rm_prompts}+ and {p.test_prompts}")
+    rm = train[:p.rm_prompts]
+    ppo = train[p.rm_prompts:needed] or train[:1]
+    test = sorted(task.test, key=lambda t: t.id)[:p.test_prompts]
+    for name, rows in (("rm_prompts", rm), ("ppo_prompts", ppo), ("test_prompts", test)):
+        write_jsonl(exp.file(f"{name}.jsonl"), [{"prompt": task.format(t), "task_prompt": t.text} for t in rows])
+    return {"task": task.name, "rm_prompts": len(rm), "ppo_prompts": len(ppo), "test_prompts": len(test),
+            "stop": list(task.stop)}
+
+
+def prompts_of(exp: Experiment, name: str) -> list[str]:
+    return [row["prompt"] for row in read_jsonl(exp.file(f"{name}.jsonl"))]
+
+
+# -- 2. vocabulary ----------------------------------------------------------------------------------
+
+
+def stage_vocabulary(exp: Experiment) -> dict:
+    p = exp.profile
+    if not p.restrict_vocabulary:
+        return {"restricted": False}
+    from alignlab.data.tasks import load_task
+    from alignlab.models import load_model
+    from alignlab.models.vocab import save_vocabulary, task_vocabulary, vocabulary_coverage
+
+    task = load_task("writing-prompts", seed=exp.seed)
+    model, tokenizer = load_model(p.model, dtype=p.dtype)
+    texts = [task.format(t) for t in task.prompts]  # every prompt of every split: their tokens are inputs
+    pilot = prompts_of(exp, "rm_prompts")[:p.vocab_pilot_prompts]
+    subset = task_vocabulary(model, tokenizer, texts, pilot, samples_per_prompt=2, max_new_tokens=p.max_new_tokens,
+                             seed=exp.seed + 17, progress=exp.progress)
+    held_out = prompts_of(exp, "test_prompts")[:max(2, p.vocab_pilot_prompts // 2)]
+    coverage = vocabulary_coverage(model, tokenizer, subset, held_out, max_new_tokens=p.max_new_tokens,
+                                   seed=exp.seed + 29)
+    save_vocabulary(exp.file("vocabulary.json"), subset, coverage=coverage.to_dict())
+    return {"restricted": True, "size": len(subset), "full_size": subset.vocab_size, "coverage": coverage.to_dict()}
+
+
+def vocabulary_file(exp: Experiment) -> Path | None:
+    return exp.file("vocabulary.json") if exp.file("vocabulary.json").exists() else None
+
+
+# -- 3. samples -------------------------------------------------------------------------------------
+
+
+def _sample_all(exp: Experiment, model, tokenizer, prompts: list[str], n: int, seed: int) -> list[list[str]]:
+    from tqdm import tqdm
+
+    from alignlab.models import SampleConfig, sample
+
+    p = exp.profile
+    config = SampleConfig(max_new_tokens=p.max_new_tokens, seed=seed, alternatives=0,
+                          stop=list(exp.done("prompts")["stop"]))
+    jobs = [(i, prompt) for i, prompt in enumerate(prompts) for _ in range(n)]
+    texts: list[str] = []
+    for start in tqdm(range(0, len(jobs), p.batch_size), desc="sampling", unit="batch", disable=not exp.progress):
+        chunk = jobs[start:start + p.batch_size]
+        seeds = [seed * 1_000_003 + start + j for j in range(len(chunk))]
+        texts += [c.text for c in sample(model, tokenizer, [q for _, q in chunk], config, seeds=seeds)]
+    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+def stage_samples(exp: Experiment) -> dict:
+    """Base-policy responses: samples_per_prompt for each labelled prompt, max(n) for each test prompt."""
+    from alignlab.feedback.gold import judge as gold
+    from alignlab.models import load_model
+    from alignlab.models.vocab import load_vocabulary, restrict_vocabulary
+
+    p = exp.profile
+    model, tokenizer = load_model(p.model, dtype=p.dtype)
+    if vocabulary_file(exp):
+        restrict_vocabulary(model, load_vocabulary(vocabulary_file(exp), tokenizer))
+    out = {}
+    for name, n, seed in (("rm", p.samples_per_prompt, exp.seed + 1), ("test", max(p.bon_n), exp.seed + 2)):
+        prompts = prompts_of(exp, f"{name}_prompts")
+        responses = _sample_all(exp, model, tokenizer, prompts, n, seed)
+        flat_p = [q for q, rs in zip(prompts, responses) for _ in rs]
+        flat_r = [r for rs in responses for r in rs]
+        scores = gold.score(flat_p, flat_r)
+        rows = [{"prompt": q, "responses": rs, "gold": scores[i * n:(i + 1) * n]}
+                for i, (q, rs) in enumerate(zip(prompts, responses))]
+        write_jsonl(exp.file(f"{name}_samples.jsonl"), rows)
+        out[name] = {"prompts": len(prompts), "responses": len(flat_r), "gold_mean": sum(scores) / len(scores)}
+    if vocabulary_file(exp):
+        out["vocabulary_extended_by"] = _cover_retokenized(exp, tokenizer)
+    return out
+
+
+def _cover_retokenized(exp: Experiment, tokenizer) -> int:
+    """Trainers read responses as text and tokenize it again, which can merge pieces into tokens
+    the sampler never chose (' g' + 'et' -> ' get'). Those few tokens join the vocabulary, so
+    every later stage can score its data; the base samples were drawn without them."""
+    from alignlab.models.vocab import VocabularySubset, load_vocabulary, save_vocabulary
+
+    path = vocabulary_file(exp)
+    subset = load_vocabulary(path, tokenizer)
+    ids = set(subset.to_list())
+    for name in ("rm", "test"):
+        for row in read_jsonl(exp.file(f"{name}_samples.jsonl")):
+            for response in row["responses"]:
+                ids.update(tokenizer(response, add_special_tokens=False)["input_ids"])
+    added = len(ids) - len(subset)
+    data = json.loads(path.read_text())
+    save_vocabulary(path, VocabularySubset(ids, subset.vocab_size), coverage=data.get("coverage"),
+                    added_from_retokenized_samples=added)
+    return added
+
+
+# -- 4. labels --------------------------------------------------------------------------------------
+
+
+def stage_labels(exp: Experiment) -> dict:
+    """Every pair of a labelled prompt's responses, compared by a labeler calibrated so that two
+    such labelers agree ``agreement`` of the time; how often its choice matches gold is recorded."""
+    from alignlab.data.formats import write_feedback
+    from alignlab.feedback.gold import judge as gold
+    from alignlab.feedback.labelers import SimulatedLabeler
+
+    rows = read_jsonl(exp.file("rm_samples.jsonl"))
+    labeler = SimulatedLabeler.calibrated(gold, [(r["prompt"], r["responses"]) for r in rows],
+                                          target_agreement=exp.profile.agreement, seed=exp.seed, name="labeler-0")
+    pairs, agree, ties = [], 0, 0
+    for row in rows:
+        for (a, ga), (b, gb) in itertools.combinations(zip(row["responses"], row["gold"]), 2):
+            if a == b:
+                continue
+            pair = labeler.compare(row["prompt"], a, b)
+            pairs.append(pair)
+            if ga == gb:
+                ties += 1
+            else:
+                agree += (pair.chosen == a) == (ga > gb)
+    if not pairs:
+        raise ValueError("no distinct response pairs to label: raise samples_per_prompt or max_new_tokens")
+    write_feedback(exp.file("comparisons.jsonl"), pairs)
+    return {"pairs": len(pairs), "labeler_beta": labeler.beta, "target_agreement": exp.profile.agreement,
+            "agreement_with_gold": agree / max(1, len(pairs) - ties), "gold_ties": ties}
+
+
+# -- 5. reward --------------------------------------------------------------------------------------
+
+
+def gold_pairs(exp: Experiment, per_prompt: int = 6) -> list[tuple[str, str, str]]:
+    """Held-out (prompt, better, worse) pairs by noise-free gold, from the test prompts' base samples."""
+    rng = random.Random(exp.seed + 3)
+    out = []
+    for row in read_jsonl(exp.file("test_samples.jsonl")):
+        pairs = [(i, j) for i, j in itertools.combinations(range(len(row["responses"])), 2)
+                 if row["gold"][i] != row["gold"][j] and row["responses"][i] != row["responses"][j]]
+        for i, j in rng.sample(pairs, min(per_prompt, len(pairs))):
+            better, worse = (i, j) if row["gold"][i] > row["gold"][j] else (j, i)
+            out.append((row["prompt"], row["responses"][better], row["responses"][worse]))
+    return out
+
+
+def stage_reward(exp: Experiment) -> dict:
+    from alignlab.train.reward import RewardTrainConfig, train_reward
+    from alignlab.train.reward_fn import load_reward
+
+    p = exp.profile
+    pairs = read_jsonl(exp.file("comparisons.jsonl"))
+    held_out = gold_pairs(exp)
+    curve = []
+    main = None
+    for fraction in sorted(set(p.rm_fractions) | {1.0}):
+        count = max(2, round(len(pairs) * fraction))
+        data = exp.file(f"comparisons-{count}.jsonl")
+        write_jsonl(data, pairs[:count])
+        run = train_reward(RewardTrainConfig(data=str(data), model=p.model, dtype=p.dtype, mode=p.rm_mode,
+                                             eval_fraction=0.0, seed=exp.seed), progress=exp.progress)
+        reward, _ = load_reward(str(run.path))
+        prompts = [q for q, _, _ in held_out]
+        better = reward(prompts, [b for _, b, _ in held_out])
+        worse = reward(prompts, [w for _, _, w in held_out])
+        accuracy = float((better > worse).float().mean()) if held_out else math.nan
+        curve.append({"fraction": fraction, "pairs": count, "run": run.id, "gold_accuracy": accuracy})
+        exp.log(f"  reward model on {count} pairs: accuracy against gold on {len(held_out)} held-out pairs "
+                f"{accuracy:.3f}")
+        if fraction == 1.0:
+            main = run
+    return {"reward_model": str(main.path / "reward_model") if (main.path / "reward_model").exists()
+            else str(main.path), "run": main.id, "curve": curve, "held_out_pairs": len(held_out),
+            "gold_accuracy": curve[-1]["gold_accuracy"]}
+
+
+def reward_spec(exp: Experiment) -> str:
+    return exp.done("reward")["run"]
+
+
+# -- 6. best-of-n -----------------------------------------------------------------------------------
+
+
+def stage_bon(exp: Experiment) -> dict:
+    from alignlab.train.bon import BoNConfig, run_best_of_n
+
+    p = exp.profile
+    run = run_best_of_n(BoNConfig(samples=exp.file("test_samples.jsonl"), reward=reward_spec(exp), gold=GOLD_SPEC,
+                                  model=p.model, dtype=p.dtype, n=list(p.bon_n), seed=exp.seed),
+                        progress=exp.progress)
+    return {"run": run.id}
+
+
+# -- 7. DPO -----------------------------------------------------------------------------------------
+
+
+def stage_dpo(exp: Experiment) -> dict:
+    from alignlab.train.dpo import DPOConfig, train_dpo
+
+    p = exp.profile
+    runs = []
+    for beta in p.dpo_betas:
+        run = train_dpo(DPOConfig(data=str(exp.file("comparisons.jsonl")), model=p.model, dtype=p.dtype, beta=beta,
+                                  epochs=p.dpo_epochs, batch_size=p.dpo_batch, lr=p.dpo_lr, lora=p.lora,
+                                  lora_r=p.lora_r, lora_alpha=2.0 * p.lora_r, add_eos=False, kl_prompts=0,
+                                  vocabulary=vocabulary_file(exp), seed=exp.seed, checkpoint_every=10_000),
+                        progress=exp.progress)
+        runs.append({"beta": beta, "run": run.id})
+    return {"runs": runs}
+
+
+# -- 8. PPO -----------------------------------------------------------------------------------------
+
+
+def stage_ppo(exp: Experiment) -> dict:
+    from alignlab.train.ppo import PPOConfig, train_ppo
+
+    p = exp.profile
+    runs = []
+    for coef in p.ppo_kl_coefs:
+        run = train_ppo(PPOConfig(prompts=exp.file("ppo_prompts.jsonl"), reward=reward_spec(exp), gold=GOLD_SPEC,
+                                  model=p.model, dtype=p.dtype, iterations=p.ppo_iterations,
+                                  rollout_batch=p.ppo_rollout, minibatch_size=p.ppo_minibatch,
+                                  ppo_epochs=p.ppo_epochs, max_new_tokens=p.max_new_tokens,
+                                  stop=list(exp.done("prompts")["stop"]), temperature=1.0, kl_coef=coef,
+                                  lr=p.ppo_lr, lora=p.lora, lora_r=p.lora_r, lora_alpha=2.0 * p.lora_r,
+                                  missing_eos_penalty=0.0, sample_every=max(1, p.ppo_iterations // 2),
+                                  vocabulary=vocabulary_file(exp), seed=exp.seed, checkpoint_every=10_000),
+                        progress=exp.progress)
+        runs.append({"kl_coef": coef, "run": run.id})
+    return {"runs": runs}
+
+
+# -- 9. evaluate ------------------------------------------------------------------------------------
+
+
+def stage_evaluate(exp: Experiment) -> dict:
+    from alignlab.experiment.evaluate import evaluate_policy, win_rate
+    from alignlab.runs import find_run
+
+    p = exp.profile
+    test = read_jsonl(exp.file("test_samples.jsonl"))
+    base_gold = [row["gold"] for row in test]
+    policies = [("dpo", f"beta={r['beta']:g}", r["run"]) for r in exp.done("dpo")["runs"]]
+    policies += [("ppo", f"kl_coef={r['kl_coef']:g}", r["run"]) for r in exp.done("ppo")["runs"]]
+    results = []
+    for method, setting, run_id in policies:
+        folder = find_run(run_id).path / "policy"
+        evaluation = evaluate_policy(folder, [row["prompt"] for row in test], p.eval_samples, p.max_new_tokens,
+                                     list(exp.done("prompts")["stop"]), reward_spec(exp), vocabulary_file(exp),
+                                     seed=exp.seed + 5, dtype=p.dtype)
+        evaluation["gold_win_rate"] = win_rate(evaluation.pop("gold_by_prompt"), base_gold)
+        write_jsonl(find_run(run_id).path / "test_samples.jsonl", evaluation.pop("samples"))
+        results.append({"method": method, "setting": setting, "run": run_id, **evaluation})
+        exp.log(f"  {method} {setting}: KL {evaluation['kl']:.3f}, proxy {evaluation['proxy']:.4f}, "
+                f"gold {evaluation['gold']:.4f}, gold win-rate vs base {evaluation['gold_win_rate']:.3f}")
+    return {"policies": results}
+
+
+# -- 10. report -------------------------------------------------------------------------------------
+
+
+def stage_report(exp: Experiment) -> dict:
+    from alignlab.experiment.summary import build_summary
+    from alignlab.report.experiment import write_report
+
+    summary = build_summary(exp)
+    atomic_write_json(exp.file("summary.json"), summary)
+    report = write_report(exp, summary)
+    return {"summary": str(exp.file("summary.json")), "report": str(report)}
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Experiment], dict]] = {
+    "prompts": stage_prompts, "vocabulary": stage_vocabulary, "samples": stage_samples, "labels": stage_labels,
+    "reward": stage_reward, "bon": stage_bon, "dpo": stage_dpo, "ppo": stage_ppo, "evaluate": stage_evaluate,
+    "report": stage_report,
+}
+
+
+def run_stages(exp: Experiment, stop_after: str | None = None) -> dict:
+    """Run every stage in order (cached ones are skipped); stop after ``stop_after`` if given."""
+    if stop_after is not None and stop_after not in STAGES:
+        raise ValueError(f"unknown stage {stop_after!r}; stages are {', '.join(STAGES)}")
+    results = {}
+    for name in STAGES:
+        results[name] = exp.stage(name, STAGE_FUNCTIONS[name])
+        if name == stop_after:
+            break
+    return results
+
+
+def profile_dict(profile: Profile) -> dict:
+    return asdict(profile)
+
+
+def eprint(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
