@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/alignlab demo
+	$(BIN)/alignlab experiment --profile quick
 
 test: install
 	bash scripts/run-tests.sh $(PYTEST_ARGS)
@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_sampling.py
 	$(BIN)/python benchmarks/bench_forecast.py
 	$(BIN)/python benchmarks/bench_reward.py
+	$(BIN)/python benchmarks/bench_dpo.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -55,7 +55,7 @@ HELP: dict[str, str] = {
     "generate": "sample continuations with per-token probabilities",
     "score": "per-token log-probs of a continuation given a prompt",
     "runs": "list and show run folders ('runs list', 'runs show ID')",
-    "demo": "the main job on the embedded model",
+    "demo": "sample a few writing prompts on the embedded model, shaded by probability",
     "reward": "reward models: 'reward train', 'reward eval', 'reward score'",
     "sft": "supervised fine-tuning on demonstrations",
     "dpo": "DPO-family preference optimisation (or KTO on thumbs)",

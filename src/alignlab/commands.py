@@ -378,4 +378,5 @@ def run_demo(config: DemoConfig) -> int:
         return run_generate(gen, loaded)
 
 
-DEMO = Command("demo", "the main job on the embedded model", DemoConfig, run_demo)
+DEMO = Command("demo", "sample a few writing prompts on the embedded model, shaded by probability", DemoConfig,
+               run_demo)

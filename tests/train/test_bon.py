@@ -37,3 +37,17 @@ def test_bon_cli_and_a_reward_of_the_wrong_type_is_refused(prompts, capsys):
     assert main(["bon", "--prompts", str(prompts), "--reward", "tests.train.rewards_for_tests:not_a_number",
                  "--model", "tiny"]) == 1
     assert "one finite number" in capsys.readouterr().err
+
+
+def test_bon_selects_among_given_samples_without_a_model(tmp_path):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"prompt": "p1", "responses": ["zzz", "aaa", "zzzz", "ae"]}) + "\n"
+                       + json.dumps({"prompt": "p2", "responses": ["aei", "xyz", "q", "r"]}) + "\n")
+    run = run_best_of_n(BoNConfig(samples=samples, reward=PROXY, model="no-such-model", n=[1, 2, 4]), progress=False)
+    entries = json.loads((run.path / "pressure.json").read_text())["entries"]
+    # vowel share: n=1 takes the first response, n=2 the better of the first two, n=4 the best of all
+    assert [e["objective/scores"] for e in entries] == pytest.approx([(0 + 1) / 2, (1 + 1) / 2, (1 + 1) / 2])
+    short = tmp_path / "short.jsonl"
+    short.write_text(json.dumps({"prompt": "p", "responses": ["a", "b"]}) + "\n")
+    with pytest.raises(ValueError, match="line 1: 2 responses, but n goes up to 4"):
+        run_best_of_n(BoNConfig(samples=short, reward=PROXY, n=[1, 4]), progress=False)

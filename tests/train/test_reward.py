@@ -19,7 +19,7 @@ from alignlab.errors import NonFiniteError
 from alignlab.fileio import read_jsonl
 from alignlab.train.reward import RewardTrainConfig, train_reward
 from alignlab.train.reward_model import (RewardModel, configure_trainable, load_reward_model, pad_right,
-                                         save_reward_model)
+                                         save_reward_model, starts_of)
 
 ALIGNLAB = str(Path(sys.executable).parent / "alignlab")
 GOOD = ["wonderful", "great", "lovely", "superb", "delightful"]
@@ -92,6 +92,30 @@ def test_reward_is_read_at_the_last_real_token_never_a_pad(tiny):
     assert right == pytest.approx(alone, abs=1e-5)
     assert left == pytest.approx(alone, abs=1e-5)
     assert padded_junk == pytest.approx(alone, abs=1e-5)
+
+
+def test_mean_pooling_averages_the_response_tokens_only_under_padding_and_truncation(tiny, tmp_path):
+    from alignlab.models.forward import hidden_states
+
+    rm = RewardModel(*tiny, seed=0, pooling="mean").eval()
+    a, b = rm.encode("A prompt here", " short"), rm.encode("Prompt", " a much longer answer with many more words")
+    assert a.start == len(rm.encode("A prompt here", "")) and len(a) > a.start
+    with torch.no_grad():
+        expected = []
+        for x in (a, b):  # by hand: the mean of the final hidden states from the response's first token
+            h, _ = hidden_states(rm.lm, torch.tensor([list(x)]), torch.ones(1, len(x), dtype=torch.long))
+            expected.append(float(rm.head(h[0, x.start:].float().mean(0))))
+        ids, mask = pad_right([a, b], rm.pad_id)
+        batched = rm(ids, mask, starts_of([a, b]))[:, 0].tolist()
+    assert batched == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="response start"):
+        rm(ids, mask)
+    short = RewardModel(*tiny, seed=0, max_length=6, pooling="mean")
+    cut = short.encode("A long prompt with a great many words in it", " and the answer")
+    full = short.encode("A long prompt with a great many words in it", "")
+    assert len(cut) == 6 and cut[0] == full[0] and cut.start == 6 - len(short.encode("", " and the answer")) + 1
+    save_reward_model(rm, tmp_path / "rm", "head", "tiny")
+    assert load_reward_model(tmp_path / "rm").pooling == "mean"
 
 
 @pytest.mark.parametrize("mode", ["head", "last", "lora", "full"])

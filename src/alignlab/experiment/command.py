@@ -25,6 +25,8 @@ class ExperimentConfig:
     """Size: 'test' (tiny model, a minute), 'quick' (embedded model, ~15 min on a 2-core CPU), 'full' (a GPU)."""
     model: str | None = None
     """Replace the profile's model (a name or local folder)."""
+    task: str = "writing-prompts"
+    """The task: 'writing-prompts' or a prompts file (.txt lines or .jsonl 'prompt'); the gold judge reads any text."""
     seed: int = 0
     """Seed for prompt choice, sampling, labelling and training."""
     resume: str | None = None
@@ -47,11 +49,12 @@ def open_experiment(config: ExperimentConfig, progress: bool = True) -> Experime
             raise ValueError(f"run {info.id} is a '{info.kind}' run, not an experiment")
         profile = Profile(**{k: tuple(v) if isinstance(v, list) and k != "notes" else v
                              for k, v in json.loads((info.path / "profile.json").read_text()).items()})
-        return Experiment(Run(info.id, info.path), profile, int(info.config.get("seed", 0)), progress, _log)
+        return Experiment(Run(info.id, info.path), profile, int(info.config.get("seed", 0)), progress, _log,
+                          task=info.config.get("task") or "writing-prompts")
     profile = get_profile(config.profile, model=config.model)
     run = Run.create("experiment", config, seed=config.seed)
     atomic_write_json(run.path / "profile.json", dataclasses.asdict(profile))
-    return Experiment(run, profile, config.seed, progress, _log)
+    return Experiment(run, profile, config.seed, progress, _log, task=config.task)
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> Experiment:

@@ -44,8 +44,10 @@ STAGES = ("prompts", "vocabulary", "samples", "labels", "reward", "bon", "dpo", 
 class Experiment:
     """An experiment folder (a run of kind 'experiment') and its cached stages."""
 
-    def __init__(self, run: Run, profile: Profile, seed: int, progress: bool = True, log: Callable = print):
+    def __init__(self, run: Run, profile: Profile, seed: int, progress: bool = True, log: Callable = print,
+                 task: str = "writing-prompts"):
         self.run = run
+        self.task = task
         self.path = run.path
         self.profile = profile
         self.seed = seed
@@ -81,7 +83,7 @@ class Experiment:
 def stage_prompts(exp: Experiment) -> dict:
     from alignlab.data.tasks import load_task
 
-    task = load_task("writing-prompts", seed=exp.seed)
+    task = load_task(exp.task, seed=exp.seed)
     p = exp.profile
     rng = random.Random(exp.seed)
     train = list(task.train)
@@ -114,7 +116,7 @@ def stage_vocabulary(exp: Experiment) -> dict:
     from alignlab.models import load_model
     from alignlab.models.vocab import save_vocabulary, task_vocabulary, vocabulary_coverage
 
-    task = load_task("writing-prompts", seed=exp.seed)
+    task = load_task(exp.task, seed=exp.seed)
     model, tokenizer = load_model(p.model, dtype=p.dtype)
     texts = [task.format(t) for t in task.prompts]  # every prompt of every split: their tokens are inputs
     pilot = prompts_of(exp, "rm_prompts")[:p.vocab_pilot_prompts]
@@ -245,32 +247,52 @@ def gold_pairs(exp: Experiment, per_prompt: int = 6) -> list[tuple[str, str, str
 
 
 def stage_reward(exp: Experiment) -> dict:
-    from alignlab.train.reward import RewardTrainConfig, train_reward
-    from alignlab.train.reward_fn import load_reward
+    """The proxy reward model on all labels, and its learning curve: models on growing shares of
+    the labels, each scored on held-out pairs of test-prompt responses ordered by noise-free gold.
+    The final proxy also scores every test sample once (best-of-n selects on those scores)."""
+    import torch
+
+    from alignlab.train.reward import RewardTrainConfig, cached_features, train_reward
+    from alignlab.train.reward_cli import resolve_reward_model
+    from alignlab.train.reward_model import load_reward_model
 
     p = exp.profile
     pairs = read_jsonl(exp.file("comparisons.jsonl"))
+    test = read_jsonl(exp.file("test_samples.jsonl"))
     held_out = gold_pairs(exp)
-    curve = []
-    main = None
+    texts = [(row["prompt"], r) for row in test for r in row["responses"]]
+    where = {t: i for i, t in enumerate(texts)}
+    cache: dict = {}  # head mode: one frozen backbone, so features are computed once per text
+    curve, main, scores = [], None, None
     for fraction in sorted(set(p.rm_fractions) | {1.0}):
         count = max(2, round(len(pairs) * fraction))
         data = exp.file(f"comparisons-{count}.jsonl")
         write_jsonl(data, pairs[:count])
         run = train_reward(RewardTrainConfig(data=str(data), model=p.model, dtype=p.dtype, mode=p.rm_mode,
-                                             eval_fraction=0.0, seed=exp.seed), progress=exp.progress)
-        reward, _ = load_reward(str(run.path))
-        prompts = [q for q, _, _ in held_out]
-        better = reward(prompts, [b for _, b, _ in held_out])
-        worse = reward(prompts, [w for _, _, w in held_out])
+                                             pooling=p.rm_pooling, epochs=p.rm_epochs, eval_fraction=0.0,
+                                             seed=exp.seed),
+                           progress=exp.progress, feature_cache=cache if p.rm_mode == "head" else None)
+        rm = load_reward_model(resolve_reward_model(run.id))
+        with torch.no_grad():
+            if p.rm_mode == "head":
+                features = cached_features(rm, [rm.encode(q, r) for q, r in texts], progress=exp.progress,
+                                           cache=cache)
+                scores = rm.normalize(rm.head(features)).mean(-1)
+            else:
+                scores = rm.score([q for q, _ in texts], [r for _, r in texts])[0]
+        better = torch.tensor([float(scores[where[(q, b)]]) for q, b, _ in held_out])
+        worse = torch.tensor([float(scores[where[(q, w)]]) for q, _, w in held_out])
         accuracy = float((better > worse).float().mean()) if held_out else math.nan
         curve.append({"fraction": fraction, "pairs": count, "run": run.id, "gold_accuracy": accuracy})
         exp.log(f"  reward model on {count} pairs: accuracy against gold on {len(held_out)} held-out pairs "
                 f"{accuracy:.3f}")
-        if fraction == 1.0:
-            main = run
-    return {"reward_model": str(main.path / "reward_model") if (main.path / "reward_model").exists()
-            else str(main.path), "run": main.id, "curve": curve, "held_out_pairs": len(held_out),
+        main = run
+        del rm
+    n = len(test[0]["responses"])
+    for i, row in enumerate(test):  # the final proxy's scores, for best-of-n
+        row["proxy"] = scores[i * n:(i + 1) * n].tolist()
+    write_jsonl(exp.file("test_samples.jsonl"), test)
+    return {"run": main.id, "curve": curve, "held_out_pairs": len(held_out),
             "gold_accuracy": curve[-1]["gold_accuracy"]}
 
 

@@ -30,7 +30,7 @@ class BoNConfig(VocabularyOptions):
     prompts: Path | None = None
     """Prompts: one per line (.txt) or JSON lines with a 'prompt' field (.jsonl)."""
     samples: Path | None = None
-    """Select among these responses instead of sampling: JSON lines of 'prompt' and 'responses' (>= max(n) each, base-policy samples)."""
+    """Select among these responses instead of sampling: JSON lines of 'prompt' and 'responses' (>= max(n) each, base-policy samples), optionally with their 'proxy' and 'gold' scores."""
     reward: str = ""
     """A reward model folder or reward run id, or a function module:function / file.py:function (prompt, response) -> float."""
     gold: str | None = None
@@ -93,8 +93,14 @@ def run_best_of_n(config: BoNConfig, progress: bool = True) -> Run:
             texts += [c.text for c in sample(model, tokenizer, [p for _, p in chunk], sampling, seeds=seeds)]
         # 2. score every response with the proxy (and the gold judge, if any)
         flat_prompts = [p for _, p in jobs]
-        proxy = reward(flat_prompts, texts).reshape(len(prompts), top)  # (P, top)
-        judged = gold(flat_prompts, texts).reshape(len(prompts), top) if gold else None
+        proxy = given_scores(config.samples, "proxy", top) if given is not None else None
+        if proxy is None:
+            proxy = reward(flat_prompts, texts)
+        proxy = proxy.reshape(len(prompts), top)  # (P, top)
+        judged = given_scores(config.samples, "gold", top) if given is not None and gold else None
+        if gold and judged is None:
+            judged = gold(flat_prompts, texts)
+        judged = judged.reshape(len(prompts), top) if judged is not None else None
         for i, prompt in enumerate(prompts):
             run.log_sample(prompt=prompt, responses=texts[i * top:(i + 1) * top], proxy=proxy[i].tolist(),
                            gold=judged[i].tolist() if judged is not None else None)
@@ -137,6 +143,20 @@ def read_samples(path: Path, top: int) -> list[tuple[str, list[str]]]:
     if not rows:
         raise ValueError(f"samples file {path} holds no rows")
     return rows
+
+
+def given_scores(path: Path, key: str, top: int) -> torch.Tensor | None:
+    """The ``key`` scores a samples file carries for every response (already computed by the same
+    reward: the experiment scores its samples once), or None when any row lacks them."""
+    from alignlab.fileio import read_jsonl
+
+    values = []
+    for row in read_jsonl(path):
+        scores = row.get(key)
+        if not isinstance(scores, list) or len(scores) < top:
+            return None
+        values += [float(v) for v in scores[:top]]
+    return torch.tensor(values)
 
 
 def format_bon(run: Run) -> str:

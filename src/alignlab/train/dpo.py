@@ -158,7 +158,10 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
     else:
         first = [ex(r.prompt, r.chosen) for r in records]
         second = [ex(r.prompt, r.rejected) for r in records]
-    reference = Reference(model) if (config.kl_prompts or config.lora) else None
+    # With LoRA the reference costs nothing (adapters off). A full fine-tune needs a frozen copy
+    # only to measure KL during training: its log-probs on the data come from the policy itself
+    # before the first step, and the end-of-run KL loads a fresh copy then (~1 GB not held).
+    reference = Reference(model) if (config.lora or (config.kl_prompts and config.kl_every)) else None
     if run is None:
         run = Run.create("dpo", config, seed=config.seed) if accelerator.is_main_process else None
         run = broadcast_run(accelerator, run)
@@ -167,6 +170,9 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
     cache = run.path / "reference_logps.pt"
     if cache.exists():
         ref_first, ref_second = torch.load(cache)
+    elif config.resume and latest_checkpoint(run.path) is not None:
+        raise FileNotFoundError(f"{cache} is missing: the reference log-probs of a resumed run cannot be "
+                                "recomputed from the trained policy; start the run again")
     else:
         scorer = reference.token_logprobs if reference is not None else LogProbs(model).eval()
         with torch.no_grad():
@@ -263,6 +269,8 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
 
     # 4. the pressure ledger and the saved policy
     if accelerator.is_main_process:
+        if reference is None and config.kl_prompts:
+            reference = Reference.frozen(load_policy(config.model, config.dtype, vocabulary=config.vocabulary)[0])
         if reference is not None and config.kl_prompts and (not ledger or ledger[-1]["step"] != total):
             ledger.append({"step": total, **measure_kl(model, reference, tokenizer, kl_prompts, seed=config.seed)})
         write_pressure(run.path, "dpo", config.model, config.beta, ledger, {"loss": config.loss})

@@ -51,6 +51,14 @@ class Reference:
         if not hasattr(policy, "disable_adapter"):
             self.copy = copy.deepcopy(policy).eval().requires_grad_(False)
 
+    @classmethod
+    def frozen(cls, model: torch.nn.Module) -> Reference:
+        """A reference that is ``model`` itself (already a separate copy), frozen."""
+        reference = cls.__new__(cls)
+        reference.policy = model
+        reference.copy = model.eval().requires_grad_(False)
+        return reference
+
     @contextlib.contextmanager
     def model(self):
         if self.copy is not None:

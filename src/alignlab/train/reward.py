@@ -26,7 +26,8 @@ from alignlab.train.components import centering_loss, choice_nll, rating_loss
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
                                  reopen_run, save_checkpoint, truncate_metrics)
-from alignlab.train.reward_model import (RewardModel, configure_trainable, pad_right, save_reward_model)
+from alignlab.train.reward_model import (RewardModel, configure_trainable, pad_right, save_reward_model,
+                                         starts_of)
 
 DEFAULT_LR = {"head": 1e-3, "last": 1e-4, "lora": 2e-4, "full": 1e-5}
 
@@ -53,6 +54,8 @@ class RewardTrainConfig(RunOptions, OptimOptions):
     """Peak learning rate (0: 1e-3 head, 1e-4 last, 2e-4 lora, 1e-5 full)."""
     max_length: int = 256
     """Tokens of prompt + response kept (BOS and the end of the response are kept)."""
+    pooling: Literal["last", "mean"] = "last"
+    """What the head reads: the hidden state at the last token, or the mean over the response's tokens."""
     center: float = 0.0
     """Centering coefficient: adds center * (sum of a choice set's rewards)^2."""
     label_noise: float = 0.0
@@ -165,19 +168,28 @@ def build_items(choice_set, rm: RewardModel) -> Items:
 
 
 @torch.no_grad()
-def cached_features(rm: RewardModel, ids: list[list[int]], batch_size: int = 16, progress: bool = True) -> torch.Tensor:
-    """Backbone features of every text, once (mode 'head': the backbone never changes). (U, D)."""
+def cached_features(rm: RewardModel, ids: list[list[int]], batch_size: int = 16, progress: bool = True,
+                    cache: dict | None = None) -> torch.Tensor:
+    """Backbone features of every text, once (mode 'head': the backbone never changes). (U, D).
+
+    ``cache`` (a dict the caller keeps for one frozen backbone and pooling) carries features
+    across calls: texts already in it are not run again."""
     from tqdm import tqdm
 
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: less padding
-    out = torch.empty(len(ids), rm.head.in_features)
+    keys = [(tuple(x), getattr(x, "start", 0)) for x in ids]
+    cache = cache if cache is not None else {}
+    todo = sorted({i for i, k in enumerate(keys) if k not in cache}, key=lambda i: len(ids[i]))  # less padding
     device = rm.head.weight.device
-    starts = range(0, len(order), batch_size)
+    starts = range(0, len(todo), batch_size)
     for start in tqdm(starts, desc="features", unit="batch", disable=not progress, leave=False):
-        rows = order[start:start + batch_size]
+        rows = todo[start:start + batch_size]
         batch, mask = pad_right([ids[i] for i in rows], rm.pad_id)
-        out[rows] = rm.features(batch.to(device), mask.to(device)).cpu()
-    return out
+        values = rm.features(batch.to(device), mask.to(device), starts_of([ids[i] for i in rows]).to(device)).cpu()
+        for i, v in zip(rows, values):
+            cache[keys[i]] = v
+    if not ids:
+        return torch.empty(0, rm.head.in_features)
+    return torch.stack([cache[k] for k in keys])
 
 
 def batch_losses(rewards_of, items: Items, rows: list[int], reference: float,
@@ -237,10 +249,13 @@ def bootstrap_weights(n: int, members: int, seed: int) -> torch.Tensor:
     return torch.poisson(torch.ones(n, members), generator=g)
 
 
-def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks | None = None) -> Run:
+def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks | None = None,
+                 feature_cache: dict | None = None) -> Run:
     """Train (or resume) a reward model; returns the run. The model is saved in the run folder.
 
     ``hooks`` are called after every backward pass and optimizer step (train/hooks.py).
+    ``feature_cache``: in mode 'head', backbone features shared across calls with the same
+    backbone, dtype, pooling and max_length (see ``cached_features``).
     """
     from accelerate import Accelerator
     from tqdm import tqdm
@@ -265,7 +280,8 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
 
     # 1. the model: backbone + head, with what the mode trains left trainable
     lm, tokenizer = load_model(config.model, dtype=config.dtype)
-    rm = RewardModel(lm, tokenizer, ensemble=config.ensemble, max_length=config.max_length, seed=config.seed)
+    rm = RewardModel(lm, tokenizer, ensemble=config.ensemble, max_length=config.max_length, seed=config.seed,
+                     pooling=config.pooling)
 
     # 2. the data: records -> choice sets -> unique tokenized texts
     def policy_sampler(prompts: list[str]) -> dict[str, list[str]]:
@@ -286,8 +302,8 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
     if run is None:
         run = Run.create("reward", config, seed=config.seed) if accelerator.is_main_process else None
         run = broadcast_run(accelerator, run)
-    features = cached_features(rm, items.ids, progress=progress and accelerator.is_main_process) \
-        if config.mode == "head" else None
+    features = cached_features(rm, items.ids, progress=progress and accelerator.is_main_process,
+                               cache=feature_cache) if config.mode == "head" else None
 
     # 3. what trains, wrapped for data parallelism when there are several processes
     if features is not None:
@@ -299,8 +315,9 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
         module = accelerator.prepare(rm)
 
         def rewards_of(texts: list[int]) -> torch.Tensor:
-            ids, mask = pad_right([items.ids[t] for t in texts], rm.pad_id)
-            return module(ids.to(accelerator.device), mask.to(accelerator.device))
+            rows = [items.ids[t] for t in texts]
+            ids, mask = pad_right(rows, rm.pad_id)
+            return module(ids.to(accelerator.device), mask.to(accelerator.device), starts_of(rows).to(accelerator.device))
 
     trainable = {n: p for n, p in rm.named_parameters() if p.requires_grad}
     lr = config.lr or DEFAULT_LR[config.mode]
@@ -385,8 +402,13 @@ def item_accuracy(rm: RewardModel, items: Items, rows: list[int], features: torc
     if features is not None:
         values = rm.head(features[texts]).mean(-1)
     else:
-        values = torch.cat([rm(*[x.to(rm.head.weight.device) for x in pad_right([items.ids[t] for t in texts[i:i + 8]], rm.pad_id)]).mean(-1).cpu()
-                            for i in range(0, len(texts), 8)])
+        device = rm.head.weight.device
+        values = []
+        for i in range(0, len(texts), 8):
+            rows_ = [items.ids[t] for t in texts[i:i + 8]]
+            ids, mask = pad_right(rows_, rm.pad_id)
+            values.append(rm(ids.to(device), mask.to(device), starts_of(rows_).to(device)).mean(-1).cpu())
+        values = torch.cat(values)
     reward = dict(zip(texts, values.tolist()))
     correct: dict[str, list[bool]] = {}
     for r in rows:
@@ -413,9 +435,10 @@ def finish_reward_run(rm, items, eval_rows, run, config, n_records, unused, feat
         raw = []
         for i in range(0, len(rows), 8):
             chunk = rows[i:i + 8]
-            ids, mask = pad_right([rm.encode(r["prompt"], r["completion"]) for r in chunk], rm.pad_id)
+            encoded = [rm.encode(r["prompt"], r["completion"]) for r in chunk]
+            ids, mask = pad_right(encoded, rm.pad_id)
             with torch.no_grad():
-                raw.append(rm(ids, mask))
+                raw.append(rm(ids, mask, starts_of(encoded)))
         raw = torch.cat(raw)  # (N, K)
         rm.norm_mean.copy_(raw.mean(0))
         rm.norm_std.copy_(raw.std(0).clamp(min=1e-6) if len(raw) > 1 else torch.ones(rm.ensemble))

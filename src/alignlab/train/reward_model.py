@@ -26,16 +26,40 @@ MODES = ("head", "last", "lora", "full")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+class Encoded(list):
+    """Token ids of prompt + response that remember where the response starts (``start``)."""
+
+    def __init__(self, ids: Sequence[int], start: int):
+        super().__init__(ids)
+        self.start = start
+
+
+def starts_of(rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(B,) response starts of encoded rows (0 for plain lists: the whole text)."""
+    return torch.tensor([getattr(r, "start", 0) for r in rows], dtype=torch.long)
+
+
+POOLINGS = ("last", "mean")
+
+
 class RewardModel(nn.Module):
     """r(prompt, response): backbone hidden state at the last real token -> linear head.
+
+    With ``pooling='mean'`` the head reads the mean of the final hidden states over the
+    response's tokens instead: a frozen small backbone's last-token state carries little of what
+    a judge of the whole response weighs (docs/reward.md has the measurement).
 
     The head has one output per ensemble member. Its weights start N(0, 1/sqrt(d_model + 1)) and
     its bias 0 (Stiennon et al. 2020). ``norm_mean``/``norm_std`` shift and scale the output so
     that responses of a chosen policy score mean 0, std 1 (identity until set).
     """
 
-    def __init__(self, lm: nn.Module, tokenizer, ensemble: int = 1, max_length: int = 512, seed: int = 0):
+    def __init__(self, lm: nn.Module, tokenizer, ensemble: int = 1, max_length: int = 512, seed: int = 0,
+                 pooling: str = "last"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
+        self.pooling = pooling
         self.lm = lm
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -58,24 +82,39 @@ class RewardModel(nn.Module):
     def ensemble(self) -> int:
         return self.head.out_features
 
-    def encode(self, prompt: str, response: str) -> list[int]:
+    def encode(self, prompt: str, response: str) -> Encoded:
         """Token ids of prompt + response, keeping BOS and the end when longer than max_length."""
-        ids = encode_prompt(self.tokenizer, prompt) + encode_continuation(self.tokenizer, response)
+        prompt_ids = encode_prompt(self.tokenizer, prompt)
+        ids = prompt_ids + encode_continuation(self.tokenizer, response)
+        start = len(prompt_ids)
         if len(ids) > self.max_length:
-            ids = ids[:1] + ids[len(ids) - self.max_length + 1:]
-        return ids
+            cut = len(ids) - self.max_length + 1
+            ids = ids[:1] + ids[cut:]
+            start = max(1, start - cut + 1)
+        return Encoded(ids, start)
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Final-layer hidden state at each row's last real token. (B, T) -> (B, D) float32."""
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 starts: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-layer hidden state at each row's last real token, or (pooling 'mean') their mean
+        over the response's tokens from ``starts`` (B,). (B, T) -> (B, D) float32."""
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
         hidden = out.last_hidden_state  # (B, T, D)
         last = last_token_index(attention_mask)  # (B,)
-        return hidden[torch.arange(hidden.shape[0]), last].float()
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        if self.pooling == "last":
+            return hidden[rows, last].float()
+        if starts is None:
+            raise ValueError("a mean-pooling reward model needs each row's response start (encode() gives it)")
+        span = torch.arange(hidden.shape[1], device=hidden.device)[None] >= starts.to(hidden.device)[:, None]
+        span = span & attention_mask.bool()  # (B, T)
+        span[rows, last] = True  # an empty response reads its last token
+        return (hidden.float() * span[..., None]).sum(1) / span.sum(-1, keepdim=True)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                starts: torch.Tensor | None = None) -> torch.Tensor:
         """Raw rewards (B, K), one column per ensemble member."""
-        return self.head(self.features(input_ids, attention_mask))
+        return self.head(self.features(input_ids, attention_mask, starts))
 
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self.norm_mean) / self.norm_std
@@ -97,8 +136,9 @@ class RewardModel(nn.Module):
             starts = tqdm(starts, desc="reward", unit="batch", leave=False)
         device = self.head.weight.device
         for start in starts:
-            ids, mask = pad_right(rows[start:start + batch_size], self.pad_id)
-            out.append(self.normalize(self(ids.to(device), mask.to(device))).cpu())
+            chunk = rows[start:start + batch_size]
+            ids, mask = pad_right(chunk, self.pad_id)
+            out.append(self.normalize(self(ids.to(device), mask.to(device), starts_of(chunk).to(device))).cpu())
         self.train(was_training)
         values = torch.cat(out) if out else torch.zeros(0, self.ensemble)
         std = values.std(-1) if self.ensemble > 1 else torch.zeros(len(values))
@@ -175,6 +215,7 @@ def save_reward_model(rm: RewardModel, folder: Path, mode: str, base_model: str,
         rm.tokenizer.save_pretrained(str(tmp / "backbone"))
     config = {"format": FORMAT, "kind": "reward_model", "base_model": base_model, "base_seed": base_seed,
               "mode": mode, "ensemble": rm.ensemble, "max_length": rm.max_length, "reference": rm.reference,
+              "pooling": rm.pooling,
               "dtype": str(next(rm.lm.parameters()).dtype).removeprefix("torch."), **(extra or {})}
     atomic_write_json(tmp / "reward_config.json", config)
     if folder.exists():
@@ -204,7 +245,8 @@ def load_reward_model(folder: str | Path, dtype: str | None = None) -> RewardMod
         from peft import PeftModel
 
         lm = PeftModel.from_pretrained(lm, str(folder / "adapter"))
-    rm = RewardModel(lm, tokenizer, ensemble=config["ensemble"], max_length=config["max_length"])
+    rm = RewardModel(lm, tokenizer, ensemble=config["ensemble"], max_length=config["max_length"],
+                     pooling=config.get("pooling", "last"))
     tensors = load_file(str(folder / "reward_head.safetensors"))
     with torch.no_grad():
         rm.head.weight.copy_(tensors.pop("head.weight"))

@@ -1,0 +1,99 @@
+"""The writing-prompts experiment end to end on the tiny model (profile 'test'), killed between
+stages and resumed."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from alignlab.cli import main
+from alignlab.experiment.command import ExperimentConfig, run_experiment
+from alignlab.experiment.evaluate import win_rate
+from alignlab.experiment.pipeline import STAGES
+from alignlab.experiment.profiles import get_profile
+from alignlab.pressure import read_ledger
+from alignlab.runs import find_run, list_runs
+
+
+def test_win_rate_counts_every_pair_of_a_prompt_and_ties_as_half():
+    assert win_rate([[1.0]], [[0.0, 2.0]]) == 0.5
+    assert win_rate([[1.0, 3.0], [0.0]], [[2.0], [0.0]]) == pytest.approx((0.5 + 0.5) / 2)
+    with pytest.raises(ValueError, match="prompts"):
+        win_rate([[1.0]], [])
+
+
+def test_profiles_refuse_unknown_names_and_take_overrides():
+    assert get_profile("quick", model="tiny").model == "tiny"
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile("huge")
+
+
+def _wait_for(path, process, timeout=240):
+    start = time.time()
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"the experiment ended before {path.name}: {process.stderr.read()[-3000:]}")
+        if time.time() - start > timeout:
+            raise AssertionError(f"{path} did not appear in {timeout} s")
+        time.sleep(0.2)
+
+
+def test_experiment_killed_between_stages_resumes_and_reports(tmp_path, capsys):
+    # 1. start the test profile in a process of its own and kill it (SIGKILL) once labels exist
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "alignlab.cli", "experiment", "--profile", "test"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        start = time.time()
+        while not [r for r in list_runs() if r.kind == "experiment"]:
+            assert process.poll() is None and time.time() - start < 120, process.stderr.read()[-3000:]
+            time.sleep(0.2)
+        exp_run = [r for r in list_runs() if r.kind == "experiment"][-1]
+        _wait_for(exp_run.path / "stages" / "labels.json", process)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    done_before = {p.name: p.stat().st_mtime_ns for p in (exp_run.path / "stages").glob("*.json")}
+    assert {"prompts.json", "vocabulary.json", "samples.json", "labels.json"} <= set(done_before)
+    assert "report.json" not in done_before
+
+    # 2. resume: finished stages are not run again, the rest run to the report
+    exp = run_experiment(ExperimentConfig(resume=exp_run.id), progress=False)
+    for name, mtime in done_before.items():
+        assert (exp.path / "stages" / name).stat().st_mtime_ns == mtime, name
+    assert all((exp.path / "stages" / f"{s}.json").exists() for s in STAGES)
+
+    # 3. what the report promises is there
+    summary = json.loads((exp.path / "summary.json").read_text())
+    assert set(summary["methods"]) == {"base", "bon", "dpo", "ppo"}
+    for method, points in summary["methods"].items():
+        for p in points:
+            assert {"setting", "kl", "proxy", "gold", "gold_win_rate"} <= set(p), (method, p)
+            assert all(math.isfinite(p[k]) for k in ("kl", "proxy", "gold", "gold_win_rate"))
+    bon = summary["methods"]["bon"]
+    assert [p["kl"] for p in bon] == pytest.approx([math.log(n) - (n - 1) / n for n in (1, 2, 4)])
+    assert summary["fits"]["bon"]["form"] == "bon"
+    assert summary["labels"]["labeler_beta"] > 0 and 0 <= summary["labels"]["agreement_with_gold"] <= 1
+    assert [c["pairs"] for c in summary["reward"]["curve"]] == sorted(c["pairs"] for c in summary["reward"]["curve"])
+    assert set(summary["targets"]) == {"reward_model_gold_accuracy", "best_gold_win_rate", "gold_rises_then_falls"}
+    html = (exp.path / "report.html").read_text()
+    assert html.count("<img src=\"data:image/png;base64,") >= 4 and "What this run achieved" in html
+    # every policy run keeps its ledger; PPO's has gold at every rollout
+    ppo = find_run(summary["methods"]["ppo"][0]["run"])
+    ledger = read_ledger(ppo.path)
+    assert ledger.has_gold and len(ledger.points) == get_profile("test").ppo_iterations
+    assert main(["pressure", ppo.id]) == 0
+    assert "reference gold" in capsys.readouterr().out
+    assert (find_run(summary["methods"]["dpo"][0]["run"]).path / "test_samples.jsonl").exists()
+
+
+def test_stop_after_names_a_stage(capsys):
+    with pytest.raises(ValueError, match="the stages are prompts, vocabulary"):
+        run_experiment(ExperimentConfig(profile="test", stop_after="nowhere"), progress=False)
