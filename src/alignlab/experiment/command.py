@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Literal
 
 from alignlab.cli import Command
+from alignlab.errors import AlignlabError
 from alignlab.experiment.pipeline import STAGES, Experiment, run_stages
 from alignlab.experiment.profiles import Profile, get_profile
 from alignlab.fileio import atomic_write_json
@@ -33,6 +36,8 @@ class ExperimentConfig:
     """Resume this experiment (id or folder) after its last finished stage."""
     stop_after: str | None = None
     """Stop after this stage (one of: prompts, vocabulary, samples, labels, reward, bon, dpo, ppo, evaluate, report)."""
+    isolate: bool = True
+    """Run each stage in a fresh process: peak memory is then the largest stage's, not what earlier stages left behind."""
 
 
 def _log(message: str) -> None:
@@ -57,11 +62,37 @@ def open_experiment(config: ExperimentConfig, progress: bool = True) -> Experime
     return Experiment(run, profile, config.seed, progress, _log, task=config.task)
 
 
+def _die_with_parent() -> None:
+    """In a stage's child process: end when the parent does (Linux), so a killed experiment
+    leaves no stage running behind it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> Experiment:
     exp = open_experiment(config, progress)
     _log(f"experiment {exp.run.id} ({exp.path}), profile {config.profile if not config.resume else 'as saved'}")
-    results = run_stages(exp, config.stop_after)
-    if "report" in results:
+    if not config.isolate:
+        results = run_stages(exp, config.stop_after)
+    else:
+        for stage in STAGES:
+            if exp.done(stage) is None:
+                command = [sys.executable, "-m", "alignlab.cli", "experiment", "--resume", exp.run.id,
+                           "--stop-after", stage, "--no-isolate"]
+                # the child's stdout says only "stopped after STAGE"; its progress and errors go to stderr
+                code = subprocess.run(command, preexec_fn=_die_with_parent, stdout=subprocess.DEVNULL).returncode
+                if code != 0:
+                    raise AlignlabError(f"stage '{stage}' of experiment {exp.run.id} failed (exit code {code}); "
+                                        f"fix the cause above and continue with `alignlab experiment --resume "
+                                        f"{exp.run.id}`")
+            if stage == config.stop_after:
+                break
+        results = {stage: exp.done(stage) for stage in STAGES}
+    if results.get("report"):
         exp.run.finish(report=results["report"]["report"])
     return exp
 

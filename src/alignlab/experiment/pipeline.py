@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import random
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -69,6 +70,7 @@ class Experiment:
         start = time.time()
         result = fn(self)
         result["seconds"] = round(time.time() - start, 1)
+        result["peak_rss_mb_so_far"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         atomic_write_json(self.path / "stages" / f"{name}.json", result)
         self.log(f"[{name}] done in {result['seconds']:.0f} s")
         return result
@@ -320,10 +322,14 @@ def stage_dpo(exp: Experiment) -> dict:
     from alignlab.train.dpo import DPOConfig, train_dpo
 
     p = exp.profile
+    data = exp.file("comparisons.jsonl")
+    if p.dpo_max_pairs:
+        data = exp.file(f"dpo-pairs-{p.dpo_max_pairs}.jsonl")
+        write_jsonl(data, read_jsonl(exp.file("comparisons.jsonl"))[:p.dpo_max_pairs])
     runs = []
     for beta in p.dpo_betas:
-        run = train_dpo(DPOConfig(data=str(exp.file("comparisons.jsonl")), model=p.model, dtype=p.dtype, beta=beta,
-                                  epochs=p.dpo_epochs, batch_size=p.dpo_batch, lr=p.dpo_lr, lora=p.lora,
+        run = train_dpo(DPOConfig(data=str(data), model=p.model, dtype=p.dtype, beta=beta,
+                                  epochs=p.dpo_epochs, batch_size=p.dpo_batch, grad_accum=p.dpo_grad_accum, lr=p.dpo_lr, lora=p.lora,
                                   lora_r=p.lora_r, lora_alpha=2.0 * p.lora_r, add_eos=False, kl_prompts=0,
                                   vocabulary=vocabulary_file(exp), seed=exp.seed, checkpoint_every=10_000),
                         progress=exp.progress)
