@@ -41,20 +41,6 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     return out.last_hidden_state, out.past_key_values
 
 
-def output_layer(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
-    """(weight (V, D), bias (V,) or None, final soft-cap or None) of the model's output layer,
-    restricted to the kept rows when the model has a restricted vocabulary (models/vocab.py)."""
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    head = model.get_output_embeddings()
-    weight, bias = head.weight, getattr(head, "bias", None)
-    subset = getattr(model, "alignlab_vocabulary", None)
-    if subset is not None:
-        weight = subset.rows(weight)
-        bias = bias[subset.ids] if bias is not None else None
-    return weight, bias, getattr(model.config, "final_logit_softcapping", None) or None
-
-
 def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Logits (..., V) from hidden states (..., D), with the model's final soft-capping if any.
     With a restricted vocabulary (models/vocab.py) V is the kept set's size, in its order.
@@ -63,8 +49,15 @@ def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     form about 4x faster in float32 on this kind of CPU (see benchmarks/), and the result is the
     same product.
     """
-    weight, bias, cap = output_layer(model)
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    head = model.get_output_embeddings()
     flat = hidden.reshape(-1, hidden.shape[-1])
+    weight, bias = head.weight, getattr(head, "bias", None)
+    subset = getattr(model, "alignlab_vocabulary", None)  # see models/vocab.py
+    if subset is not None:
+        weight = subset.rows(weight)
+        bias = bias[subset.ids] if bias is not None else None
     if flat.dtype != weight.dtype:
         flat = flat.to(weight.dtype)
     if flat.shape[0] <= 16 and weight.dtype == torch.float32:
@@ -73,43 +66,7 @@ def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         logits = flat @ weight.T
     if bias is not None:
         logits = logits + bias
+    cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits.reshape(*hidden.shape[:-1], logits.shape[-1])
-
-
-class TargetLogProb(torch.autograd.Function):
-    """log softmax((h W^T + b), soft-capped, / T)[target] for each row, without keeping the
-    (rows, V) logits for backward: backward recomputes them from h and W. Autograd's own path
-    keeps a float32 log-softmax of every chunk until backward (~1 GB for a DPO step of the
-    embedded model); this keeps h, W and one log-sum-exp per row, for one more matrix product."""
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, targets, temperature: float, cap):
-        raw = h.to(weight.dtype) @ weight.T  # (n, V)
-        if bias is not None:
-            raw = raw + bias
-        logits = (torch.tanh(raw / cap) * cap if cap else raw).float() / temperature
-        lse = torch.logsumexp(logits, -1)  # (n,)
-        ctx.save_for_backward(h, weight, bias if bias is not None else torch.empty(0), targets, lse)
-        ctx.temperature, ctx.cap, ctx.has_bias = temperature, cap, bias is not None
-        return logits.gather(1, targets[:, None])[:, 0] - lse
-
-    @staticmethod
-    def backward(ctx, grad):
-        h, weight, bias, targets, lse = ctx.saved_tensors
-        raw = h.to(weight.dtype) @ weight.T
-        if ctx.has_bias:
-            raw = raw + bias
-        capped = torch.tanh(raw.float() / ctx.cap) if ctx.cap else None
-        logits = (capped * ctx.cap if ctx.cap else raw.float()) / ctx.temperature
-        d = torch.exp(logits - lse[:, None]).mul_(-grad[:, None])  # d out / d logits = onehot - softmax
-        d[torch.arange(len(targets), device=d.device), targets] += grad
-        d = d / ctx.temperature
-        if ctx.cap:
-            d = d * (1 - capped * capped)
-        d = d.to(weight.dtype)
-        grad_h = (d @ weight).to(h.dtype) if ctx.needs_input_grad[0] else None
-        grad_w = d.T @ h.to(weight.dtype) if ctx.needs_input_grad[1] else None
-        grad_b = d.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_h, grad_w, grad_b, None, None, None

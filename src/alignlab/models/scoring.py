@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alignlab.models.forward import TargetLogProb, hidden_states, output_layer, output_logits
+from alignlab.models.forward import hidden_states, output_logits
 from alignlab.models.vocab import vocabulary
 from alignlab.models.sampling import PieceText, encode_prompt
 
@@ -39,12 +39,7 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     if subset is not None:  # logits cover the kept tokens only, in their order
         targets = subset.to_local(targets)
     pieces = []
-    weight, bias, cap = output_layer(model)
-    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-        for start in range(0, h.shape[0], LOGIT_CHUNK):  # training: logits recomputed in backward
-            chunk = slice(start, start + LOGIT_CHUNK)
-            pieces.append(TargetLogProb.apply(h[chunk], weight, bias, targets[chunk], temperature, cap))
-    for start in range(0, h.shape[0] if not pieces else 0, LOGIT_CHUNK):
+    for start in range(0, h.shape[0], LOGIT_CHUNK):
         logits = output_logits(model, h[start:start + LOGIT_CHUNK]).float()  # (n, V)
         if temperature != 1.0:
             logits = logits / temperature
