@@ -46,6 +46,22 @@ def test_bad_dtype_is_refused():
         load_model("tiny", dtype="float8")
 
 
+@pytest.mark.parametrize("cpuinfo, expected", [("flags : fpu avx2 fma", torch.float32),
+                                                 ("flags : fpu avx2 avx512f avx512_bf16", torch.bfloat16),
+                                                 ("flags : fpu avx2 amx_bf16 amx_tile", torch.bfloat16)])
+def test_auto_dtype_picks_bfloat16_only_where_the_cpu_runs_it_natively(monkeypatch, cpuinfo, expected):
+    from alignlab.experiment.profiles import get_profile
+    from alignlab.models.loading import resolve_dtype
+
+    real = Path.read_text
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: cpuinfo if str(self) == "/proc/cpuinfo"
+                        else real(self, *a, **k))
+    assert resolve_dtype("auto") == expected
+    assert get_profile("quick").dtype == str(expected).removeprefix("torch.")
+    assert get_profile("quick", dtype="float32").dtype == "float32"
+
+
 def test_local_folder_loads_the_same_model(tiny, tmp_path):
     model, tok = tiny
     model.save_pretrained(tmp_path)

@@ -79,3 +79,58 @@ def test_mismatched_lengths_and_position_zero_targets_are_refused(tiny):
     ids = torch.tensor([[2, 5, 6]])
     with pytest.raises(ValueError, match="position 0"):
         token_logprobs(model, ids, torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_target_log_softmax_equals_autograds_log_softmax_and_gather(dtype, temperature):
+    from alignlab.models.scoring import TargetLogSoftmax
+
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(6, 50, generator=gen) * 3).to(dtype)
+    targets = torch.randint(0, 50, (6,), generator=gen)
+    weights = torch.randn(6, generator=gen)
+    mine = logits.clone().requires_grad_()
+    ref = logits.clone().requires_grad_()
+    got = TargetLogSoftmax.apply(mine, targets, temperature)
+    want = torch.log_softmax(ref.float() / temperature, -1).gather(1, targets[:, None])[:, 0]
+    (got * weights).sum().backward()
+    (want * weights).sum().backward()
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, want, atol=1e-6)
+    assert mine.grad.dtype == dtype
+    assert torch.allclose(mine.grad.float(), ref.grad.float(), atol=1e-6 if dtype == torch.float32 else 1e-2)
+
+
+def test_target_log_softmax_refuses_a_second_backward():
+    from alignlab.models.scoring import TargetLogSoftmax
+
+    logits = torch.randn(3, 8, requires_grad=True)
+    out = TargetLogSoftmax.apply(logits, torch.tensor([1, 2, 3]), 1.0).sum()
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        out.backward()
+
+
+def test_token_logprob_gradients_equal_a_plain_log_softmax_under_a_restricted_vocabulary(tiny):
+    from alignlab.models.forward import hidden_states, output_logits
+    from alignlab.models.vocab import VocabularySubset, restrict_vocabulary
+
+    model, tok = tiny
+    prompt = tok("Once upon a time")["input_ids"]
+    cont = [1000, 2000, 3000]
+    ids, mask, target = build_batch([prompt, prompt[:3]], [cont, cont[:2]], tok.pad_token_id)
+    keep = set(range(0, 5000)) | set(tok.all_special_ids)
+    restrict_vocabulary(model, VocabularySubset(keep, model.config.vocab_size))
+    try:
+        params = [model.model.layers[0].mlp.up_proj.weight, model.get_output_embeddings().weight]
+        got = torch.autograd.grad(token_logprobs(model, ids, mask, target, temperature=0.8).sum(), params)
+        hidden, _ = hidden_states(model, ids, mask)
+        select = target[:, 1:].bool()
+        logits = output_logits(model, hidden[:, :-1][select]).float() / 0.8
+        local = model.alignlab_vocabulary.to_local(ids[:, 1:][select])
+        want = torch.autograd.grad(torch.log_softmax(logits, -1).gather(1, local[:, None]).sum(), params)
+    finally:
+        restrict_vocabulary(model, None)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-5, rtol=1e-4)

@@ -28,6 +28,8 @@ class ExperimentConfig:
     """Size: 'test' (tiny model, a minute), 'quick' (embedded model, ~15 min on a 2-core CPU), 'full' (a GPU)."""
     model: str | None = None
     """Replace the profile's model (a name or local folder)."""
+    dtype: Literal["auto", "float32", "bfloat16"] | None = None
+    """Replace the profile's precision ('auto', the profiles' default: bfloat16 where it runs natively, else float32)."""
     task: str = "writing-prompts"
     """The task: 'writing-prompts' or a prompts file (.txt lines or .jsonl 'prompt'); the gold judge reads any text."""
     seed: int = 0
@@ -56,7 +58,7 @@ def open_experiment(config: ExperimentConfig, progress: bool = True) -> Experime
                              for k, v in json.loads((info.path / "profile.json").read_text()).items()})
         return Experiment(Run(info.id, info.path), profile, int(info.config.get("seed", 0)), progress, _log,
                           task=info.config.get("task") or "writing-prompts")
-    profile = get_profile(config.profile, model=config.model)
+    profile = get_profile(config.profile, model=config.model, dtype=config.dtype)
     run = Run.create("experiment", config, seed=config.seed)
     atomic_write_json(run.path / "profile.json", dataclasses.asdict(profile))
     return Experiment(run, profile, config.seed, progress, _log, task=config.task)

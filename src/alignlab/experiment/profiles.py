@@ -16,6 +16,8 @@ class Profile:
 
     model: str
     dtype: str
+    """'float32', 'bfloat16' or 'auto' (resolved once, when an experiment starts, and saved with it):
+    bfloat16 where this machine runs it natively (AVX512-BF16, AMX, CUDA), else float32."""
     restrict_vocabulary: bool
     """Build a task vocabulary and compute logits over it only (models/vocab.py)."""
     max_new_tokens: int
@@ -71,11 +73,11 @@ PROFILES: dict[str, Profile] = {
                     samples_per_prompt=3, test_prompts=4, bon_n=(1, 2, 4), dpo_betas=(0.1,), ppo_kl_coefs=(0.05,),
                     ppo_iterations=3, eval_samples=1, vocab_pilot_prompts=0, batch_size=8, dpo_batch=4,
                     ppo_rollout=4, ppo_minibatch=2, ppo_epochs=1, dpo_lr=1e-3, ppo_lr=1e-3, agreement=0.6),
-    "quick": Profile(model="gemma-3-270m", dtype="bfloat16", restrict_vocabulary=True, max_new_tokens=48,
+    "quick": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=48,
                      rm_prompts=48, samples_per_prompt=4, test_prompts=24, bon_n=(1, 2, 4, 8),
                      dpo_betas=(0.1,), dpo_max_pairs=128, ppo_kl_coefs=(0.02,), ppo_iterations=10,
                      vocab_pilot_prompts=12, batch_size=32, ppo_lr=1e-4),
-    "full": Profile(model="gemma-3-270m", dtype="bfloat16", restrict_vocabulary=True, max_new_tokens=96,
+    "full": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=96,
                     rm_prompts=600, samples_per_prompt=4, test_prompts=200, bon_n=(1, 2, 4, 8, 16, 32, 64),
                     dpo_betas=(0.5, 0.1, 0.03, 0.01), ppo_kl_coefs=(0.1, 0.03, 0.01, 0.003), ppo_iterations=200,
                     eval_samples=4, rm_mode="last", rm_epochs=3, vocab_pilot_prompts=64, dpo_epochs=2, ppo_rollout=32,
@@ -84,7 +86,12 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str, **overrides) -> Profile:
-    """A named profile with any fields replaced (None values are ignored)."""
+    """A named profile with any fields replaced (None values are ignored) and its dtype resolved."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    return replace(PROFILES[name], **{k: v for k, v in overrides.items() if v is not None})
+    profile = replace(PROFILES[name], **{k: v for k, v in overrides.items() if v is not None})
+    if profile.dtype == "auto":
+        from alignlab.models.loading import auto_dtype
+
+        profile = replace(profile, dtype=auto_dtype())
+    return profile

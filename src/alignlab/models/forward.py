@@ -36,9 +36,54 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     """
     if position_ids is None:
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    if past_key_values is None and not use_cache:
+        return body_hidden_states(decoder(model), input_ids, attention_mask, position_ids), None
     out = decoder(model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          past_key_values=past_key_values, use_cache=use_cache)
     return out.last_hidden_state, out.past_key_values
+
+
+SHARED_PREFIX_MIN = 16
+"""Rows that begin with at least this many identical tokens run that prefix once."""
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, limit: int | None = None) -> int:
+    """How many leading positions every row has in common (all real tokens, the same ids), kept
+    one short of the shortest row so each row has a token of its own; 0 when under
+    ``SHARED_PREFIX_MIN`` or when the batch is a single row or longer than ``limit``."""
+    rows, width = input_ids.shape
+    if rows < 2 or (limit is not None and width > limit):
+        return 0
+    same = (input_ids == input_ids[:1]).all(0) & attention_mask.bool().all(0)  # (T,)
+    shared = int(same.long().cumprod(0).sum())
+    shared = min(shared, width - 1)
+    return shared if shared >= SHARED_PREFIX_MIN else 0
+
+
+def body_hidden_states(body: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       position_ids: torch.Tensor) -> torch.Tensor:
+    """``body(...).last_hidden_state`` (B, T, D), running a prefix that all rows share once.
+
+    Prompts built from one template (a task's few-shot example, a system text) start every row
+    of a training batch with the same tokens; their keys, values and hidden states are the same
+    in every row, so they are computed for one row and the other rows read them (through the KV
+    cache, whose copies share the one computation in autograd: gradients add up as if each row
+    had its own). The result equals the plain pass up to float rounding. Skipped for batches
+    longer than the model's sliding attention window, where a cache may keep only its tail.
+    """
+    window = getattr(getattr(body, "config", None), "sliding_window", None)
+    shared = shared_prefix_length(input_ids, attention_mask, limit=window)
+    if not shared or not torch.equal(position_ids[:, :shared],
+                                     torch.arange(shared, device=position_ids.device).expand(len(position_ids), -1)):
+        return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+    rows = input_ids.shape[0]
+    head = body(input_ids=input_ids[:1, :shared], attention_mask=attention_mask[:1, :shared],
+                position_ids=position_ids[:1, :shared], use_cache=True)
+    cache = head.past_key_values
+    cache.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=input_ids.device))
+    tail = body(input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=position_ids[:, shared:],
+                past_key_values=cache, use_cache=True).last_hidden_state
+    return torch.cat([head.last_hidden_state.expand(rows, -1, -1), tail], dim=1)
 
 
 def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from alignlab.models.forward import hidden_states, output_logits
+from alignlab.models.forward import SHARED_PREFIX_MIN, hidden_states, output_logits
 from alignlab.models.vocab import vocabulary
 
 # Top-p without a full sort: look for the nucleus among the top candidates first and widen only
@@ -245,6 +245,49 @@ def choose_tokens(logits: torch.Tensor, config: SampleConfig, generators: Sequen
     return ids, raw.gather(1, ids[:, None])[:, 0], sample_lp, raw
 
 
+def prefill(model, prompt_ids: Sequence[Sequence[int]], pad_id: int, device) -> tuple:
+    """Encode the prompts for sampling: (last hidden state (B, D), KV cache, attention mask (B, T),
+    next position (B, 1)).
+
+    Work is shared where the prompts allow, without changing what is computed: each distinct
+    prompt is encoded once however many rows sample from it, and a leading run of tokens that all
+    the distinct prompts share (a task's template, a few-shot example) is encoded once for all of
+    them. The rows' caches are then views of those encodings: row i's cache holds its prompt's
+    keys and values at the positions a plain left-padded batch would give them, with the padding
+    (masked out) between the shared prefix and the rest.
+    """
+    distinct: dict[tuple[int, ...], int] = {}
+    row_of = [distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids]
+    unique = list(distinct)
+    shared = 0
+    window = getattr(model.config, "sliding_window", None)  # a cache may keep only a window's tail
+    if len(unique) > 1 and (window is None or max(len(u) for u in unique) <= window):
+        shortest = min(len(u) for u in unique)
+        while shared < shortest - 1 and all(u[shared] == unique[0][shared] for u in unique):
+            shared += 1
+        if shared < SHARED_PREFIX_MIN:
+            shared = 0
+    rows = len(unique)
+    if shared:
+        prefix = torch.tensor([unique[0][:shared]], device=device)
+        _, cache = hidden_states(model, prefix, torch.ones_like(prefix), use_cache=True)
+        cache.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=device))
+        rest, rest_mask = left_pad([u[shared:] for u in unique], pad_id)
+        rest, rest_mask = rest.to(device), rest_mask.to(device)
+        mask = torch.cat([torch.ones((rows, shared), dtype=rest_mask.dtype, device=device), rest_mask], dim=1)
+        positions = shared + (rest_mask.cumsum(-1) - 1).clamp(min=0)
+        hidden, cache = hidden_states(model, rest, mask, positions, past_key_values=cache, use_cache=True)
+    else:
+        ids, mask = left_pad(unique, pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden, cache = hidden_states(model, ids, mask, positions, use_cache=True)
+    index = torch.tensor(row_of, dtype=torch.long, device=device)
+    if rows != len(prompt_ids):
+        cache.batch_select_indices(index)
+    return hidden[index, -1], cache, mask[index], positions[index, -1:] + 1
+
+
 @torch.inference_mode()
 def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: SampleConfig | None = None,
            seeds: Sequence[int] | None = None) -> Iterator[TokenEvent]:
@@ -268,11 +311,8 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
     piece = PieceText(tokenizer)
     device = next(model.parameters()).device
 
-    input_ids, mask = left_pad(prompt_ids, pad_id)
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    hidden, cache = hidden_states(model, input_ids, mask, positions, use_cache=True)
-    logits = output_logits(model, hidden[:, -1]).float().cpu()  # (B, V), or (B, K) over a kept subset
+    last, cache, mask, next_pos = prefill(model, prompt_ids, pad_id, device)
+    logits = output_logits(model, last).float().cpu()  # (B, V), or (B, K) over a kept subset
     subset = vocabulary(model)
     if subset is not None:  # choose among kept indices, report full-vocabulary ids
         stops_local = {int(subset.index[i]) for i in stops if i in subset}
@@ -284,7 +324,6 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
     emitted = [""] * rows
     active = [True] * rows
     longest_stop = max((len(s) for s in config.stop), default=0)
-    next_pos = positions[:, -1:] + 1  # (B, 1)
     for step in range(config.max_new_tokens):
         banned = sorted(stops if subset is None else stops_local) if step < config.min_new_tokens else ()
         ids, raw_lp, sample_lp, raw = choose_tokens(logits, config, generators, banned)

@@ -20,6 +20,41 @@ LOGIT_CHUNK = 512
 """Positions whose logits are materialised at once: bounds memory at CHUNK x V floats."""
 
 
+class TargetLogSoftmax(torch.autograd.Function):
+    """log_softmax(logits / temperature)[i, targets[i]] for each row i, in float32.
+
+    Equal to ``torch.log_softmax(...).gather(...)`` in value and gradient, with less memory: it
+    keeps one float32 (n, V) buffer for backward and turns that buffer into the gradient in place
+    ((onehot - softmax) * g / temperature), where autograd's pair keeps the same buffer and
+    allocates two more (the gather's dense gradient and log_softmax's). On the 262k-token output
+    layer each (n, V) is n MB. The buffer is consumed, so a graph through it can be walked back
+    once only (``retain_graph=True`` is refused).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        z = logits.float()
+        if temperature != 1.0:
+            z = z / temperature
+        logp = z - torch.logsumexp(z, -1, keepdim=True)  # (n, V), a new buffer
+        del z
+        ctx.save_for_backward(logp, targets)
+        ctx.temperature, ctx.dtype, ctx.used = temperature, logits.dtype, False
+        return logp.gather(1, targets[:, None])[:, 0]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if ctx.used:
+            raise RuntimeError("TargetLogSoftmax's saved buffer became its gradient in the first backward; "
+                               "a second backward through it (retain_graph=True) is not supported")
+        ctx.used = True
+        logp, targets = ctx.saved_tensors
+        g = grad.float() / ctx.temperature  # (n,)
+        out = logp.exp_().mul_(-g[:, None])  # -softmax * g, in the saved buffer
+        out.scatter_add_(1, targets[:, None], g[:, None])
+        return out.to(ctx.dtype), None, None
+
+
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    target_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Log-prob of each target token given everything before it.
@@ -40,11 +75,9 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         targets = subset.to_local(targets)
     pieces = []
     for start in range(0, h.shape[0], LOGIT_CHUNK):
-        logits = output_logits(model, h[start:start + LOGIT_CHUNK]).float()  # (n, V)
-        if temperature != 1.0:
-            logits = logits / temperature
-        logp = torch.log_softmax(logits, -1)
-        pieces.append(logp.gather(1, targets[start:start + LOGIT_CHUNK, None])[:, 0])
+        logits = output_logits(model, h[start:start + LOGIT_CHUNK])  # (n, V)
+        pieces.append(TargetLogSoftmax.apply(logits, targets[start:start + LOGIT_CHUNK], temperature))
+        del logits  # not needed by backward: the next chunk's logits may take its memory
     values = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
     out = torch.zeros(input_ids.shape, dtype=values.dtype, device=values.device)
     out[:, 1:] = out[:, 1:].masked_scatter(select, values)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from alignlab.models.forward import decoder, output_logits
+from alignlab.models.scoring import TargetLogSoftmax
 from alignlab.models.vocab import vocabulary
 from alignlab.runs import Run
 from alignlab.train.options import LoraOptions, VocabularyOptions
@@ -131,11 +132,14 @@ class PolicyAndValue(nn.Module):
             tokens = subset.to_local(tokens)
         logps, ents = [], []
         for start in range(0, h.shape[0], 512):  # bounded memory: 512 x V logits at a time
-            logits = output_logits(self.policy, h[start:start + 512]).float() / temperature
-            lp = torch.log_softmax(logits, -1)
-            logps.append(lp.gather(1, tokens[start:start + 512, None])[:, 0])
-            if entropy:
+            logits = output_logits(self.policy, h[start:start + 512])
+            if entropy:  # the rollout's pass (no gradient)
+                lp = torch.log_softmax(logits.float() / temperature, -1)
+                logps.append(lp.gather(1, tokens[start:start + 512, None])[:, 0])
                 ents.append(-(lp.exp() * lp).sum(-1))
+            else:
+                logps.append(TargetLogSoftmax.apply(logits, tokens[start:start + 512], temperature))
+            del logits
         out_lp = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
         out_lp[:, 1:] = out_lp[:, 1:].masked_scatter(select, torch.cat(logps))
         values = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from alignlab.fileio import atomic_write_json
-from alignlab.models.forward import decoder
+from alignlab.models.forward import body_hidden_states, decoder
 from alignlab.models.sampling import encode_prompt
 from alignlab.models.scoring import encode_continuation
 from alignlab.train.components import last_token_index
@@ -98,8 +98,7 @@ class RewardModel(nn.Module):
         """Final-layer hidden state at each row's last real token, or (pooling 'mean') their mean
         over the response's tokens from ``starts`` (B,). (B, T) -> (B, D) float32."""
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = self.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
-        hidden = out.last_hidden_state  # (B, T, D)
+        hidden = body_hidden_states(self.body, input_ids, attention_mask, positions)  # (B, T, D)
         last = last_token_index(attention_mask)  # (B,)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         if self.pooling == "last":
