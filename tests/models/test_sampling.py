@@ -138,3 +138,28 @@ def test_bad_settings_are_refused_with_the_field_named(tiny):
                        (SampleConfig(max_new_tokens=0), "max_new_tokens"), (SampleConfig(stop=[""]), "stop")]:
         with pytest.raises(ValueError, match=field):
             sample(model, tok, ["x"], bad)
+
+
+def test_prompts_sharing_a_template_sample_as_when_each_is_encoded_alone(tiny, monkeypatch):
+    import alignlab.models.sampling as sampling
+
+    model, tok = tiny
+    template = "Prompt: a story about the sea.\nStory: The waves rolled in and out all night long.\n\nPrompt: "
+    prompts = [template + p + "\nStory:" for p in ("a cat", "two rival mapmakers", "a cat")]
+    config = SampleConfig(max_new_tokens=6, seed=3, alternatives=0)
+    calls = []
+    real = sampling.hidden_states
+
+    def counting(model, ids, *args, **kwargs):
+        calls.append(tuple(ids.shape))
+        return real(model, ids, *args, **kwargs)
+
+    monkeypatch.setattr(sampling, "hidden_states", counting)
+    shared = sample(model, tok, prompts, config, n=2)
+    prefix = calls[0]
+    assert prefix[0] == 1 and prefix[1] >= 16 and calls[1][0] == 2  # the template once, then 2 distinct rests
+    one_by_one = [sample(model, tok, [p], config, seeds=[config.seed + i * 2 + j])[0]
+                  for i, p in enumerate(prompts) for j in range(2)]
+    for a, b in zip(shared, one_by_one):
+        assert [t.id for t in a.tokens] == [t.id for t in b.tokens]
+        assert [t.logprob for t in a.tokens] == pytest.approx([t.logprob for t in b.tokens], abs=1e-4)

@@ -134,3 +134,46 @@ def test_token_logprob_gradients_equal_a_plain_log_softmax_under_a_restricted_vo
         restrict_vocabulary(model, None)
     for g, w in zip(got, want):
         assert torch.allclose(g, w, atol=1e-5, rtol=1e-4)
+
+
+def test_a_shared_prefix_runs_once_with_the_same_log_probs_and_gradients(tiny, monkeypatch):
+    import alignlab.models.forward as forward
+
+    model, tok = tiny
+    prefix = tok("Once upon a time there was a lighthouse keeper who wrote letters every night.")["input_ids"]
+    prompts = [prefix + tok(w, add_special_tokens=False)["input_ids"] for w in ("A", "The cat", "Then, at last")]
+    ids, mask, target = build_batch(prompts, [[1000, 2000, 3000], [1500], [42, 43]], tok.pad_token_id)
+    assert forward.shared_prefix_length(ids, mask) == len(prefix)
+    weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(0))
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run():
+        lp = token_logprobs(model, ids, mask, target)
+        return lp, torch.autograd.grad((lp * weights).sum(), params)
+
+    shared, shared_grads = run()
+    calls = []
+    body = forward.decoder(model)
+    hook = body.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                          with_kwargs=True)
+    run()
+    hook.remove()
+    assert calls == [(1, len(prefix)), (3, ids.shape[1] - len(prefix))]  # the prefix once, then every row's rest
+    monkeypatch.setattr(forward, "SHARED_PREFIX_MIN", 10**9)
+    plain, plain_grads = run()
+    assert torch.allclose(shared, plain, atol=1e-5)
+    for a, b in zip(shared_grads, plain_grads):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_rows_that_differ_early_or_are_left_padded_run_as_one_plain_batch(tiny):
+    from alignlab.models.forward import shared_prefix_length
+
+    _, tok = tiny
+    ids, mask, _ = build_batch([[5] * 30, [5] * 20], [[7], [8]], tok.pad_token_id, padding="left")
+    assert shared_prefix_length(ids, mask) == 0  # the shorter row starts with padding
+    ids, mask, _ = build_batch([[5] * 30, [6] + [5] * 29], [[7], [8]], tok.pad_token_id)
+    assert shared_prefix_length(ids, mask) == 0
+    ids, mask, _ = build_batch([[5] * 30, [5] * 30], [[7], [8]], tok.pad_token_id)
+    assert shared_prefix_length(ids, mask) == 30
+    assert shared_prefix_length(ids, mask, limit=16) == 0  # longer than a sliding window
