@@ -91,7 +91,12 @@ def test_experiment_killed_between_stages_resumes_and_reports(tmp_path, capsys):
     assert ledger.has_gold and len(ledger.points) == get_profile("test").ppo_iterations
     assert main(["pressure", ppo.id]) == 0
     assert "reference gold" in capsys.readouterr().out
-    assert (find_run(summary["methods"]["dpo"][0]["run"]).path / "test_samples.jsonl").exists()
+    # DPO is evaluated along its path: the snapshots every 2 steps, then the final policy
+    dpo = summary["methods"]["dpo"]
+    assert [p["step"] for p in dpo] == [2, 4, None] and dpo[0]["setting"] == "beta=0.1 step 2"
+    dpo_run = find_run(dpo[-1]["run"]).path
+    assert (dpo_run / "test_samples.jsonl").exists() and (dpo_run / "test_samples-step-0000002.jsonl").exists()
+    assert "dpo" in summary["fits"]
 
 
 def test_stop_after_names_a_stage(capsys):

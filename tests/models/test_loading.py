@@ -1,3 +1,4 @@
+import json
 import multiprocessing
 import os
 import signal
@@ -71,6 +72,20 @@ def test_local_folder_loads_the_same_model(tiny, tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, again(ids).logits, atol=1e-6)
     assert tok2("abc")["input_ids"] == tok("abc")["input_ids"]
+
+
+def test_folders_with_the_same_tokenizer_files_share_one_loaded_tokenizer(tiny, tmp_path):
+    from alignlab.models.loading import folder_tokenizer
+
+    _, tok = tiny
+    for name in ("a", "b", "c"):
+        tok.save_pretrained(tmp_path / name)
+    config = tmp_path / "c" / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 77}))
+    a, b, c = (folder_tokenizer(tmp_path / name) for name in ("a", "b", "c"))
+    assert a is b  # byte-identical files: loaded once
+    assert c is not a and c.model_max_length == 77  # different content: its own tokenizer
+    assert a("abc")["input_ids"] == tok("abc")["input_ids"]
 
 
 def _write(tmp: Path, calls: list) -> None:

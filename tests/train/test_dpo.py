@@ -83,6 +83,22 @@ def test_lora_reference_is_the_model_with_adapters_disabled_and_resume_matches(p
     assert metrics(whole)[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
 
 
+def test_snapshots_along_the_way_load_as_policies(pairs):
+    from alignlab.models import load_model
+    from alignlab.train.policy import snapshots
+
+    run = train_dpo(DPOConfig(data=str(pairs), model="tiny", lora=True, lora_r=4, lr=5e-3, max_steps=5, batch_size=4,
+                              kl_prompts=0, snapshot_every=2), progress=False)
+    found = snapshots(run.path)
+    assert [step for step, _ in found] == [2, 4]  # the last step is the final policy, not a snapshot
+    info = json.loads((found[0][1] / "alignlab_policy.json").read_text())
+    assert info["step"] == 2 and info["method"] == "dpo" and info["lora"]
+    model, _ = load_model(str(found[1][1]))
+    final, _ = load_model(str(run.path / "policy"))
+    differ = [name for (name, a), (_, b) in zip(model.named_parameters(), final.named_parameters()) if not a.equal(b)]
+    assert differ  # step 4 is not step 5
+
+
 def test_two_processes_match_one(pairs, tmp_path):
     one, two = two_and_one(["dpo", "--data", str(pairs), "--model", "tiny", "--max-steps", "2", "--batch-size", "4",
                             "--lr", "1e-3", "--kl-prompts", "0"], tmp_path)

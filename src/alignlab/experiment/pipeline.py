@@ -331,7 +331,8 @@ def stage_dpo(exp: Experiment) -> dict:
         run = train_dpo(DPOConfig(data=str(data), model=p.model, dtype=p.dtype, beta=beta,
                                   epochs=p.dpo_epochs, batch_size=p.dpo_batch, grad_accum=p.dpo_grad_accum, lr=p.dpo_lr, lora=p.lora,
                                   lora_r=p.lora_r, lora_alpha=2.0 * p.lora_r, add_eos=False, kl_prompts=0,
-                                  vocabulary=vocabulary_file(exp), seed=exp.seed, checkpoint_every=10_000),
+                                  vocabulary=vocabulary_file(exp), seed=exp.seed, checkpoint_every=10_000,
+                                  snapshot_every=p.dpo_snapshot_every),
                         progress=exp.progress)
         runs.append({"beta": beta, "run": run.id})
     return {"runs": runs}
@@ -366,20 +367,29 @@ def stage_evaluate(exp: Experiment) -> dict:
     from alignlab.experiment.evaluate import evaluate_policy, win_rate
     from alignlab.runs import find_run
 
+    from alignlab.models import load_model
+    from alignlab.train.policy import snapshots
+
     p = exp.profile
     test = read_jsonl(exp.file("test_samples.jsonl"))
     base_gold = [row["gold"] for row in test]
-    policies = [("dpo", f"beta={r['beta']:g}", r["run"]) for r in exp.done("dpo")["runs"]]
-    policies += [("ppo", f"kl_coef={r['kl_coef']:g}", r["run"]) for r in exp.done("ppo")["runs"]]
+    policies = []  # (method, setting, run id, step or None for the final policy, folder)
+    for method, key, runs in (("dpo", "beta", exp.done("dpo")["runs"]), ("ppo", "kl_coef", exp.done("ppo")["runs"])):
+        for r in runs:
+            path = find_run(r["run"]).path
+            setting = f"{key}={r[key]:g}"
+            policies += [(method, f"{setting} step {step}", r["run"], step, folder) for step, folder in snapshots(path)]
+            policies.append((method, setting, r["run"], None, path / "policy"))
+    reference, _ = load_model(p.model, dtype=p.dtype)  # the base policy, shared by every evaluation
     results = []
-    for method, setting, run_id in policies:
-        folder = find_run(run_id).path / "policy"
+    for method, setting, run_id, step, folder in policies:
         evaluation = evaluate_policy(folder, [row["prompt"] for row in test], p.eval_samples, p.max_new_tokens,
                                      list(exp.done("prompts")["stop"]), reward_spec(exp), vocabulary_file(exp),
-                                     seed=exp.seed + 5, dtype=p.dtype)
+                                     seed=exp.seed + 5, dtype=p.dtype, reference=reference)
         evaluation["gold_win_rate"] = win_rate(evaluation.pop("gold_by_prompt"), base_gold)
-        write_jsonl(find_run(run_id).path / "test_samples.jsonl", evaluation.pop("samples"))
-        results.append({"method": method, "setting": setting, "run": run_id, **evaluation})
+        name = "test_samples.jsonl" if step is None else f"test_samples-step-{step:07d}.jsonl"
+        write_jsonl(find_run(run_id).path / name, evaluation.pop("samples"))
+        results.append({"method": method, "setting": setting, "run": run_id, "step": step, **evaluation})
         exp.log(f"  {method} {setting}: KL {evaluation['kl']:.3f}, proxy {evaluation['proxy']:.4f}, "
                 f"gold {evaluation['gold']:.4f}, gold win-rate vs base {evaluation['gold_win_rate']:.3f}")
     return {"policies": results}

@@ -48,7 +48,7 @@ class Profile:
     agreement: float = 0.75
     """Simulated labelers agree with each other this often (people: 0.72..0.77)."""
     batch_size: int = 16
-    """Responses sampled together."""
+    """Responses sampled together (on a 2-core CPU 64 gave 1.4x the tokens per second of 32)."""
     dpo_epochs: int = 1
     dpo_max_pairs: int = 0
     """Train DPO on the first this many labelled pairs (0: all)."""
@@ -56,6 +56,8 @@ class Profile:
     dpo_grad_accum: int = 2
     """Micro-batches per DPO step: the same step in halves, to bound memory (7.4 GB at 1 on the quick profile)."""
     dpo_lr: float = 5e-4
+    dpo_snapshot_every: int = 0
+    """Save DPO's policy every N steps and evaluate each: gold against KL along training (0: the end only)."""
     ppo_rollout: int = 8
     ppo_minibatch: int = 4
     ppo_epochs: int = 2
@@ -72,11 +74,12 @@ PROFILES: dict[str, Profile] = {
     "test": Profile(model="tiny", dtype="float32", restrict_vocabulary=True, max_new_tokens=24, rm_prompts=8,
                     samples_per_prompt=3, test_prompts=4, bon_n=(1, 2, 4), dpo_betas=(0.1,), ppo_kl_coefs=(0.05,),
                     ppo_iterations=3, eval_samples=1, vocab_pilot_prompts=0, batch_size=8, dpo_batch=4,
-                    ppo_rollout=4, ppo_minibatch=2, ppo_epochs=1, dpo_lr=1e-3, ppo_lr=1e-3, agreement=0.6),
+                    ppo_rollout=4, ppo_minibatch=2, ppo_epochs=1, dpo_lr=1e-3, ppo_lr=1e-3, agreement=0.6,
+                    dpo_snapshot_every=2),
     "quick": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=48,
                      rm_prompts=48, samples_per_prompt=4, test_prompts=24, bon_n=(1, 2, 4, 8),
-                     dpo_betas=(0.1,), dpo_max_pairs=128, ppo_kl_coefs=(0.02,), ppo_iterations=10,
-                     vocab_pilot_prompts=12, batch_size=32, ppo_lr=1e-4),
+                     dpo_betas=(0.1,), dpo_max_pairs=64, dpo_snapshot_every=2, ppo_kl_coefs=(0.02,),
+                     ppo_iterations=6, ppo_lr=1e-4, vocab_pilot_prompts=8, batch_size=64),
     "full": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=96,
                     rm_prompts=600, samples_per_prompt=4, test_prompts=200, bon_n=(1, 2, 4, 8, 16, 32, 64),
                     dpo_betas=(0.5, 0.1, 0.03, 0.01), ppo_kl_coefs=(0.1, 0.03, 0.01, 0.003), ppo_iterations=200,

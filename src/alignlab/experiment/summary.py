@@ -67,8 +67,8 @@ def build_summary(exp) -> dict:
     methods["bon"] = bon_points
     for result in stages["evaluate"]["policies"]:
         methods.setdefault(result["method"], []).append(
-            {k: result[k] for k in ("setting", "kl", "kl_k3", "proxy", "gold", "gold_win_rate", "run",
-                                    "response_length")})
+            {k: result.get(k) for k in ("setting", "step", "kl", "kl_k3", "proxy", "gold", "gold_win_rate", "run",
+                                        "response_length")})
 
     # PPO's own trajectory: gold watched every rollout (training prompts, the policy of that iteration)
     trajectories = {}

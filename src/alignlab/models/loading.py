@@ -172,6 +172,36 @@ def load_tokenizer():
     return AutoTokenizer.from_pretrained(str(tokenizer_folder()))
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+
+
+def folder_tokenizer(folder: Path):
+    """The tokenizer saved in a model folder, loaded once per process for each distinct content.
+
+    The Gemma 3 tokenizer takes ~6 s to load here, and every policy, reference and reward model
+    folder saved from the embedded model holds the same files: folders whose tokenizer files are
+    byte-identical share one object (so, as with ``load_tokenizer``, copy it before changing its
+    settings). A missing pad token is set to EOS.
+    """
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    key = digest.hexdigest()
+    if key not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        _TOKENIZERS[key] = tokenizer
+    return _TOKENIZERS[key]
+
+
+_TOKENIZERS: dict[str, object] = {}
+
+
 # -- the tiny test model ------------------------------------------------------------------------
 
 def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32) -> Loaded:
@@ -201,7 +231,7 @@ def load_model(name_or_path: str | os.PathLike = EMBEDDED, dtype: str | torch.dt
 
     The model is in eval mode (dropout off); ``seed`` only matters for 'tiny'.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     torch_dtype = resolve_dtype(dtype)
     name = str(name_or_path)
@@ -221,11 +251,9 @@ def load_model(name_or_path: str | os.PathLike = EMBEDDED, dtype: str | torch.dt
                                  f"Accepted: {ACCEPTED}")
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = folder_tokenizer(folder)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"could not load a causal LM from '{folder}': {err}. Accepted: {ACCEPTED}") from err
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     model.config.name_or_path = name
     return Loaded(model.eval(), tokenizer)
 

@@ -30,7 +30,7 @@ from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order,
                                  load_checkpoint, optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
 from alignlab.train.reward_fn import load_function
 from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_policy, make_example, measure_kl,
-                                   read_records, save_policy, write_pressure)
+                                   read_records, save_policy, save_snapshot, write_pressure)
 
 
 @dataclass
@@ -67,6 +67,8 @@ class DPOConfig(RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
     """Measure KL(policy || reference) on sampled responses every N steps (0: only at the end)."""
     kl_prompts: int = 8
     """Prompts sampled for each KL measurement (0: none)."""
+    snapshot_every: int = 0
+    """Also save the policy every N steps in snapshots/step-N (LoRA: the adapter only), to evaluate the path training took (0: never)."""
 
 
 # -- setup ------------------------------------------------------------------------------------------
@@ -256,6 +258,11 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
             run.log_metrics(step + 1, **metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        if config.snapshot_every and (step + 1) % config.snapshot_every == 0 and step + 1 < total:
+            if accelerator.is_main_process:
+                save_snapshot(model, tokenizer, run.path, step + 1, config.model, "dpo",
+                              {"run": run.id, "beta": config.beta, "loss": config.loss})
+            accelerator.wait_for_everyone()
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == stop_at:
             if accelerator.is_main_process:
                 save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, {"ledger": ledger})

@@ -130,6 +130,22 @@ def save_policy(model, tokenizer, folder: Path, base_model: str, method: str, ex
     return folder
 
 
+def save_snapshot(model, tokenizer, run_path: Path, step: int, base_model: str, method: str, extra: dict) -> Path:
+    """The policy as it is at ``step``, in the run's snapshots/step-N (a policy folder like the
+    final one): the points of a training path that an evaluation can revisit."""
+    return save_policy(model, tokenizer, run_path / "snapshots" / f"step-{step:07d}", base_model, method,
+                       {**extra, "step": step})
+
+
+def snapshots(run_path: Path) -> list[tuple[int, Path]]:
+    """A run's saved snapshots as (step, folder), in step order."""
+    found = []
+    for folder in sorted((Path(run_path) / "snapshots").glob("step-*")):
+        if (folder / POLICY_FILE).exists():
+            found.append((int(folder.name.split("-", 1)[1]), folder))
+    return found
+
+
 @torch.no_grad()
 def measure_kl(policy, reference: Reference, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48,
                seed: int = 0) -> dict[str, float]:

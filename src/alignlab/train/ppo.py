@@ -35,7 +35,8 @@ from alignlab.train.components import (AdaptiveKLController, FixedKLController, 
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
-from alignlab.train.policy import Example, Reference, batch_tensors, load_policy, save_policy, write_pressure
+from alignlab.train.policy import (Example, Reference, batch_tensors, load_policy, save_policy, save_snapshot,
+                                   write_pressure)
 from alignlab.train.reward_fn import load_reward
 
 
@@ -101,6 +102,8 @@ class PPOConfig(LoraOptions, VocabularyOptions):
     """Seed for prompt order, sampling and minibatch order."""
     checkpoint_every: int = 10
     """Save a resumable checkpoint every this many iterations."""
+    snapshot_every: int = 0
+    """Also save the policy every N iterations in snapshots/step-N (LoRA: the adapter only), to evaluate the path training took (0: never)."""
     stop_after: int = 0
     """Stop after this many iterations of this invocation, leaving a resumable run (0: run to the end)."""
     resume: str | None = None
@@ -316,6 +319,11 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
                 for c, s, k in zip(completions, raw_scores.tolist(), kl_tokens.sum(-1).tolist()):
                     run.log_sample(iteration=it + 1, prompt=c.prompt, response=c.text, score=s, kl=k,
                                    finish_reason=c.finish_reason)
+        if config.snapshot_every and (it + 1) % config.snapshot_every == 0 and it + 1 < config.iterations:
+            if accelerator.is_main_process:
+                save_snapshot(policy, tokenizer, run.path, it + 1, config.model, "ppo",
+                              {"run": run.id, "kl_coef": config.kl_coef})
+            accelerator.wait_for_everyone()
         if (it + 1) % config.checkpoint_every == 0 or it + 1 == stop_at:
             if accelerator.is_main_process:
                 save_checkpoint(run.path, it + 1, trainable, optimizer, scheduler,
