@@ -27,6 +27,23 @@ def test_win_rate_counts_every_pair_of_a_prompt_and_ties_as_half():
         win_rate([[1.0]], [])
 
 
+def test_a_best_of_n_drop_past_the_peak_carries_its_paired_standard_error():
+    import numpy as np
+
+    from alignlab.experiment.summary import _bon_drops
+
+    # 3 prompts x 4 samples: the proxy ranks sample 3 first, sample 1 second; gold prefers sample 1
+    proxy = np.array([[0.0, 1.0, 0.5, 2.0]] * 3)
+    gold = np.array([[0.1, 0.9, 0.5, 0.2], [0.1, 0.8, 0.5, 0.3], [0.1, 0.7, 0.5, 0.6]])
+    points = [{"setting": "n=1", "n": 1, "gold": 0.1}, {"setting": "n=2", "n": 2, "gold": 0.8},
+              {"setting": "n=4", "n": 4, "gold": 0.3667, "past_peak": True}]
+    _bon_drops(points, proxy, gold)
+    drops = np.array([0.9 - 0.2, 0.8 - 0.3, 0.7 - 0.6])
+    assert points[2]["gold_drop"] == pytest.approx(drops.mean())
+    assert points[2]["gold_drop_se"] == pytest.approx(drops.std(ddof=1) / math.sqrt(3))
+    assert points[2]["gold_drop_vs"] == "n=2" and "gold_drop" not in points[1]
+
+
 def test_profiles_refuse_unknown_names_and_take_overrides():
     assert get_profile("quick", model="tiny").model == "tiny"
     with pytest.raises(ValueError, match="unknown profile"):

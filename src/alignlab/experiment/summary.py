@@ -28,6 +28,26 @@ def _fit(points: list[dict], reference_gold: float, form: str) -> dict:
     return fit.to_dict() if fit is not None else {"form": form, "note": note}
 
 
+def _bon_drops(points: list[dict], proxy: np.ndarray, gold: np.ndarray) -> None:
+    """For each best-of-n point flagged past the peak: how far its gold fell below the best n's,
+    prompt by prompt (the same base samples, so the difference is paired), with the standard
+    error of that mean. A drop under two standard errors may be noise, and the report says so."""
+    if not points:
+        return
+    best = max(points, key=lambda p: p["gold"])
+    rows = np.arange(len(proxy))
+
+    def chosen(n: int) -> np.ndarray:
+        return gold[rows, proxy[:, :n].argmax(-1)]
+
+    for p in points:
+        if p.get("past_peak"):
+            diff = chosen(p["n"]) - chosen(best["n"])
+            se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
+            p["gold_drop"], p["gold_drop_se"] = float(-diff.mean()), se
+            p["gold_drop_vs"] = best["setting"]
+
+
 def _rises_then_falls(points: list[dict]) -> bool:
     """Observed (not fitted): gold peaks at an interior point of rising pressure and a later
     point with a higher proxy has lower gold."""
@@ -82,6 +102,7 @@ def build_summary(exp) -> dict:
                                                              "rises_then_falls": _rises_then_falls(points)}
 
     fits = {"bon": _fit(bon_points, reference_gold, "bon")}
+    _bon_drops(bon_points, proxy, gold)
     for method in ("dpo", "ppo"):
         if len(methods.get(method, [])) >= 2:
             fits[method] = _fit(methods[method], reference_gold, "rl")
@@ -98,7 +119,11 @@ def build_summary(exp) -> dict:
                                if best else None, "target": "> 0.6",
                                "met": bool(best and best["gold_win_rate"] > 0.6)},
         "gold_rises_then_falls": {"curves": curves, "target": "at least one method, flagged past the peak",
-                                  "met": any(curves.values())},
+                                  "met": any(curves.values()), "drops": [
+                                      {"method": "bon", "setting": p["setting"], "drop": p["gold_drop"],
+                                       "standard_error": p["gold_drop_se"], "below": p["gold_drop_vs"],
+                                       "beyond_noise": bool(p["gold_drop"] > 2 * p["gold_drop_se"])}
+                                      for p in bon_points if "gold_drop" in p]},
     }
     return {"experiment": exp.run.id, "profile": json.loads(exp.file("profile.json").read_text()), "seconds": {
         name: (stage or {}).get("seconds") for name, stage in stages.items()},

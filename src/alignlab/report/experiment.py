@@ -169,7 +169,11 @@ def write_report(exp, summary: dict) -> Path:
                     f"{_num(targets['best_gold_win_rate']['value'])} ({targets['best_gold_win_rate']['where']})",
                     "> 0.6", "yes" if targets["best_gold_win_rate"]["met"] else "no"],
                    ["a gold-vs-KL curve rising then falling, flagged",
-                    ", ".join(k for k, v in targets["gold_rises_then_falls"]["curves"].items() if v) or "none",
+                    (", ".join(k for k, v in targets["gold_rises_then_falls"]["curves"].items() if v) or "none")
+                    + "".join(f"; best-of-n {d['setting']}: gold {d['drop']:.3f} below {d['below']} "
+                              f"(paired standard error {d['standard_error']:.3f}: "
+                              + ("beyond noise)" if d["beyond_noise"] else "within two standard errors, may be noise)")
+                              for d in targets["gold_rises_then_falls"].get("drops", [])),
                     "at least one", "yes" if targets["gold_rises_then_falls"]["met"] else "no"]]
     vocab = summary["vocabulary"]
     vocab_text = ("full vocabulary" if not vocab.get("restricted") else
