@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_forecast.py
 	$(BIN)/python benchmarks/bench_reward.py
 	$(BIN)/python benchmarks/bench_dpo.py
+	$(BIN)/python benchmarks/bench_ppo.py
 
 clean-venv:
 	rm -rf $(VENV)
