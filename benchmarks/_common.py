@@ -315,6 +315,15 @@ def optimizer_kind(optimizer) -> str:
     return f"{type(optimizer).__name__} {impl}"
 
 
+def train_until_done(train: Callable[[], object], what: str) -> None:
+    """Run ``train()`` until the clock raises Done at the last measured step; finishing first is an error."""
+    try:
+        train()
+    except Done:
+        return
+    raise RuntimeError(f"{what} finished before the last measured step")
+
+
 def run_worker(workers: dict[str, Callable[[dict, StepClock], dict]], which: str, spec_path: str,
                result_path: str) -> None:
     """The child's whole life: read the spec, run one trainer to the last measured step, write the result."""

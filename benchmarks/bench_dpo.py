@@ -67,8 +67,8 @@ import math
 import statistics
 from pathlib import Path
 
-from _common import Done, StepClock, add_common_arguments, compare, make_pairs, optimizer_kind, print_comparison, \
-    run_worker
+from _common import StepClock, add_common_arguments, compare, make_pairs, optimizer_kind, print_comparison, \
+    run_worker, train_until_done
 
 TARGET = 1.5
 """The project's target for this trainer: alignlab at least this many times faster than TRL."""
@@ -186,12 +186,7 @@ def worker_alignlab(spec: dict, clock: StepClock) -> dict:
         warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, max_length=spec["max_length"], seed=spec["seed"],
         checkpoint_every=10**9, kl_every=0, kl_prompts=spec["kl_prompts"])
     clock.install()
-    try:
-        train_dpo(config, progress=False, hooks=Hooks([Record()]))
-    except Done:
-        pass
-    else:
-        raise RuntimeError("alignlab finished before the last measured step")
+    train_until_done(lambda: train_dpo(config, progress=False, hooks=Hooks([Record()])), "alignlab")
     return clock.result(losses, {
         "optimizer": seen.get("optimizer", "?"), "attention": seen.get("attention", "?"),
         "reference": f"precomputed before training; held during the steps: {seen.get('reference', '?')}"
@@ -267,12 +262,7 @@ def worker_trl(spec: dict, clock: StepClock) -> dict:
     when = ("precomputed in the constructor (precompute_ref_log_probs=True)" if args.precompute_ref_log_probs
             else "a reference forward every step (TRL's default)")
     clock.install()
-    try:
-        trainer.train()
-    except Done:
-        pass
-    else:
-        raise RuntimeError("TRL finished before the last measured step")
+    train_until_done(trainer.train, "TRL")
     return clock.result(losses, {"optimizer": optimizer_kind(trainer.optimizer),
                                  "attention": model.config._attn_implementation,
                                  "reference": f"{when}; held during the steps: {held}",

@@ -102,7 +102,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _common import QUESTIONS, TOPICS, Done, cpu_counters, optimizer_kind
+from _common import QUESTIONS, TOPICS, Done, cpu_counters, optimizer_kind, train_until_done
 
 TRL_VERSION = "1.12.0"
 """The last TRL release that ships PPOTrainer (trl.experimental.ppo)."""
@@ -423,12 +423,7 @@ def worker_alignlab(spec: dict, clock: IterationClock) -> dict:
         vf_coef=spec["vf_coef"], lr=spec["lr"], max_grad_norm=0.0, sample_every=0, seed=spec["seed"],
         checkpoint_every=10**9, lora=spec["mode"] == "lora", lora_r=spec["lora_r"], lora_alpha=spec["lora_alpha"])
     clock.install()
-    try:
-        train_ppo(config, progress=False)
-    except Done:
-        pass
-    else:
-        raise RuntimeError("alignlab finished before the last measured iteration")
+    train_until_done(lambda: train_ppo(config, progress=False), "alignlab")
     metrics = sorted((json.loads(line) for run in Path(runs_dir()).iterdir()
                       for line in (run / "metrics.jsonl").read_text().splitlines()), key=lambda m: m["step"])
     log = [{"score": m["objective/scores"], "kl": m["objective/kl"], "length": m["response_length"]}
@@ -539,12 +534,7 @@ def worker_trl(spec: dict, clock: IterationClock) -> dict:
                 raise RuntimeError(f"copied {copied} LoRA tensors into TRL's {type(model).__name__}, alignlab has "
                                    f"{len(init)}")
     clock.install()
-    try:
-        trainer.train()
-    except Done:
-        pass
-    else:
-        raise RuntimeError("TRL finished before the last measured iteration")
+    train_until_done(trainer.train, "TRL")
     value_trainable = sum(p.numel() for p in value_model.parameters() if p.requires_grad)
     return clock.result({"optimizer": optimizer_kind(trainer.optimizer),
                          "trainable": trainable_count(trainer.optimizer), "log": log,

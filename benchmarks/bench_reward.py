@@ -48,8 +48,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from _common import Done, StepClock, add_common_arguments, compare, make_pairs, optimizer_kind, print_comparison, \
-    run_worker
+from _common import StepClock, add_common_arguments, compare, make_pairs, optimizer_kind, print_comparison, \
+    run_worker, train_until_done
 
 TARGET = 1.3
 """The project's target for this trainer: alignlab at least this many times faster than TRL."""
@@ -129,12 +129,7 @@ def worker_alignlab(spec: dict, clock: StepClock) -> dict:
         batch_size=spec["batch"], lr=spec["lr"], warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
         max_length=spec["max_length"], eval_fraction=0.0, seed=spec["seed"], checkpoint_every=10**9)
     clock.install()
-    try:
-        train_reward(config, progress=False)
-    except Done:
-        pass
-    else:
-        raise RuntimeError("alignlab finished before the last measured step")
+    train_until_done(lambda: train_reward(config, progress=False), "alignlab")
     metrics = [json.loads(line) for run in Path(runs_dir()).iterdir()
                for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [m["loss"] for m in sorted(metrics, key=lambda m: m["step"]) if "loss" in m]
@@ -215,12 +210,7 @@ def worker_trl(spec: dict, clock: StepClock) -> dict:
         if copied != len(init):
             raise RuntimeError(f"copied {copied} LoRA tensors into TRL's model, alignlab has {len(init)}")
     clock.install()
-    try:
-        trainer.train()
-    except Done:
-        pass
-    else:
-        raise RuntimeError("TRL finished before the last measured step")
+    train_until_done(trainer.train, "TRL")
     return clock.result(losses, {"optimizer": optimizer_kind(trainer.optimizer),
                                  "versions": f"trl {trl.__version__}, transformers {transformers.__version__}"})
 
