@@ -6,7 +6,7 @@
   other's measurement;
 - ``StepClock``: a global optimizer-step hook, so the same code times both trainers, with an RSS
   poller, the machine's load during the measured steps and optional profiling;
-- the report: timings, step-0 and per-step losses, padded batch shapes, ratios, the target.
+- the report: timings, step-0 and per-step losses, token positions run, ratios, the target.
 
 A benchmark script supplies ``prepare(args, work) -> spec`` (data and model files for both
 children), one worker function per trainer, and a header for its report.
@@ -227,7 +227,7 @@ class StepClock:
             return
         if type(module).__name__.endswith("DecoderLayer"):  # counts recomputation (gradient checkpointing)
             self.layer_calls += 1
-        # The token-embedding call: records the padded (rows, length) of every forward pass.
+        # The token-embedding call: records the (rows, length) of every forward pass.
         elif isinstance(module, torch.nn.Embedding) and module.num_embeddings > 1000 and args \
                 and torch.is_tensor(args[0]) and args[0].dim() == 2:
             self.shapes.append(list(args[0].shape))
@@ -372,9 +372,15 @@ def print_comparison(runs: list[dict[str, dict]], target: float, step0_expected:
     print(f"decoder-layer forwards per step: alignlab {a['layer_calls_per_step']:.0f}, "
           f"TRL {t['layer_calls_per_step']:.0f} "
           "(twice the layer count would mean recomputation)")
-    same = a["shapes"][:len(t["shapes"])] == t["shapes"][:len(a["shapes"])]
-    print(f"padded (rows, length) per forward: {'identical' if same else 'DIFFERENT'} "
-          f"(alignlab first 4: {a['shapes'][:4]}, TRL first 4: {t['shapes'][:4]})")
+    def positions(shapes):
+        return sum(rows * length for rows, length in shapes)
+
+    common = min(len(a["shapes"]), len(t["shapes"]))
+    mine, theirs = positions(a["shapes"][:common]), positions(t["shapes"][:common])
+    print(f"token positions run in the first {common} training forwards: alignlab {mine}, TRL {theirs} "
+          f"({mine / max(theirs, 1):.2f}x; alignlab packs rows without padding and runs a prefix that rows share "
+          f"once, models/packing.py; ALIGNLAB_PACKING=0 turns that off)")
+    print(f"  (rows, length) of the first 4: alignlab {a['shapes'][:4]}, TRL {t['shapes'][:4]}")
     speed = [run["TRL"]["s_per_step"] / run["alignlab"]["s_per_step"] for run in runs]
     memory = [run["alignlab"]["maxrss_mb"] / run["TRL"]["maxrss_mb"] for run in runs]
     train_mem = [run["alignlab"]["train_peak_mb"] / run["TRL"]["train_peak_mb"] for run in runs]

@@ -13,8 +13,8 @@ the pairs the steps use, each once), with:
   as ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids`` and skips its own tokenization
   (``--trl-tokenize own`` lets TRL tokenize prompt + response + EOS text itself);
 - the same data order (TRL reads the pairs in the order alignlab's seeded shuffle visits them,
-  with a sequential sampler), the same global batch of pairs (one forward of 2B right-padded rows,
-  chosen then rejected, on both sides), the same number of steps, learning rate (alignlab's
+  with a sequential sampler), the same global batch of pairs (2B texts, chosen then rejected, in one
+  forward on both sides: TRL's is 2B right-padded rows, alignlab's is packed, models/packing.py), the same number of steps, learning rate (alignlab's
   default for the mode unless ``--lr``), linear decay, gradient clipping at 1.0, AdamW without
   weight decay, float32, full fine-tuning or LoRA (alignlab's LORA_TARGETS, r, alpha, no
   dropout), the same beta, no evaluation, no checkpoint inside the timed steps, no gradient
@@ -50,8 +50,8 @@ RSS a 10 ms poller saw during the measured steps. The step-0 loss must be log 2 
 The tiny model is no quick DPO step: it keeps Gemma's 262,144-token output layer, which both
 trainers run for every response token (TRL: every token), forward and backward.
 
-The report also prints both loss curves, the padded batch shapes of every training forward (they
-must be identical), decoder-layer forwards per step (recomputation would double them), and how
+The report also prints both loss curves, the token positions each trainer ran in its training
+forwards (alignlab packs its rows: no padding, a pair's prompt once), decoder-layer forwards per step (recomputation would double them), and how
 busy the rest of the machine was during the measured steps (``others``, in cores): a timing
 taken while other processes competed for the cores is not worth comparing.
 

@@ -61,7 +61,7 @@ So TRL trains twice the parameters in full mode (a separate critic of the policy
 in LoRA mode, the adapters plus a fully trainable value model (its default: only the policy gets
 ``peft_config``); alignlab's critic is a head on the policy body. These are the designs being
 compared, not settings; the report prints each side's trainable parameters and the work it did
-(decode steps, padded shapes of every pass with and without grad, decoder-layer forwards).
+(decode steps, (rows, length) of every pass with and without grad, decoder-layer forwards).
 
 Each trainer runs in its own subprocess. A global optimizer-step hook (the same code on both
 sides) timestamps every PPO iteration at its last optimizer step (the epochs x minibatches-th),
@@ -286,7 +286,7 @@ def run_child(which: str, spec_path: Path, work: Path) -> dict:
 
 class IterationClock:
     """Timestamps every PPO iteration at its last optimizer step (a global hook: the same code on
-    both sides) and records the work of each iteration: decode steps, padded (rows, length) of every
+    both sides) and records the work of each iteration: decode steps, (rows, length) of every
     other forward with and without grad, and decoder-layer forwards."""
 
     def __init__(self, spec: dict):

@@ -31,8 +31,8 @@ peak" is the highest RSS a 10 ms poller saw during the measured steps.
     .venv/bin/python benchmarks/bench_reward.py --trl-optim adamw_torch      # TRL on alignlab's AdamW code
     .venv/bin/python benchmarks/bench_reward.py --threads 1 --repeats 2      # steadier on a shared machine
 
-The report also prints both loss curves, the padded batch shapes of every forward pass (they
-must be identical), decoder-layer forwards per step (recomputation would double them), and
+The report also prints both loss curves, the token positions each trainer ran (alignlab packs
+its rows: no padding, a prompt shared by a pair's two texts once), decoder-layer forwards per step (recomputation would double them), and
 how busy the rest of the machine was during the measured steps (``others``, in cores): a
 timing taken while other processes competed for the cores is not worth comparing.
 

@@ -62,28 +62,47 @@ def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, 
 
 def body_hidden_states(body: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        position_ids: torch.Tensor) -> torch.Tensor:
-    """``body(...).last_hidden_state`` (B, T, D), running a prefix that all rows share once.
+    """``body(...).last_hidden_state`` (B, T, D), without the work rows repeat or pad.
 
     Prompts built from one template (a task's few-shot example, a system text) start every row
     of a training batch with the same tokens; their keys, values and hidden states are the same
     in every row, so they are computed for one row and the other rows read them (through the KV
     cache, whose copies share the one computation in autograd: gradients add up as if each row
-    had its own). The result equals the plain pass up to float rounding. Skipped for batches
-    longer than the model's sliding attention window, where a cache may keep only its tail.
+    had its own). The rest of the rows runs packed where the model allows it (models/packing.py:
+    no padding, and prefixes that only some rows share, such as a preference pair's prompt, once).
+    The result equals the plain pass up to float rounding at every real token. The cached prefix
+    is skipped where a row would reach past the model's sliding attention window, where a cache
+    may keep only its tail.
     """
-    window = getattr(getattr(body, "config", None), "sliding_window", None)
-    shared = shared_prefix_length(input_ids, attention_mask, limit=window)
-    if not shared or not torch.equal(position_ids[:, :shared],
-                                     torch.arange(shared, device=position_ids.device).expand(len(position_ids), -1)):
-        return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
-    rows = input_ids.shape[0]
-    head = body(input_ids=input_ids[:1, :shared], attention_mask=attention_mask[:1, :shared],
-                position_ids=position_ids[:1, :shared], use_cache=True)
-    cache = head.past_key_values
-    cache.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=input_ids.device))
-    tail = body(input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=position_ids[:, shared:],
-                past_key_values=cache, use_cache=True).last_hidden_state
-    return torch.cat([head.last_hidden_state.expand(rows, -1, -1), tail], dim=1)
+    from alignlab.models.packing import packed_body_hidden_states, plan_packing, supports_packing
+
+    window = getattr(getattr(body, "config", None), "sliding_window", None) or 10**9
+    pack = supports_packing(body)
+    pad_id = getattr(body.config, "pad_token_id", None) or 0
+    shared = shared_prefix_length(input_ids, attention_mask)
+    if shared and not torch.equal(position_ids[:, :shared],
+                                  torch.arange(shared, device=position_ids.device).expand(len(position_ids), -1)):
+        shared = 0
+    if shared:
+        tail_ids, tail_mask, tail_pos = input_ids[:, shared:], attention_mask[:, shared:], position_ids[:, shared:]
+        plan = plan_packing(tail_ids, tail_mask, tail_pos, offset=shared, pad_id=pad_id) if pack else None
+        tail_width = plan.input_ids.shape[1] if plan is not None else tail_ids.shape[1]
+        if shared + tail_width <= window:
+            rows = len(plan.input_ids) if plan is not None else input_ids.shape[0]
+            head = body(input_ids=input_ids[:1, :shared], attention_mask=attention_mask[:1, :shared],
+                        position_ids=position_ids[:1, :shared], use_cache=True)
+            cache = head.past_key_values
+            cache.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=input_ids.device))
+            if plan is not None:
+                tail = packed_body_hidden_states(body, plan, cache, past=shared)
+            else:
+                tail = body(input_ids=tail_ids, attention_mask=attention_mask, position_ids=tail_pos,
+                            past_key_values=cache, use_cache=True).last_hidden_state
+            return torch.cat([head.last_hidden_state.expand(input_ids.shape[0], -1, -1), tail], dim=1)
+    plan = plan_packing(input_ids, attention_mask, position_ids, pad_id=pad_id) if pack else None
+    if plan is not None:
+        return packed_body_hidden_states(body, plan)
+    return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
 
 
 def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:

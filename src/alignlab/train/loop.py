@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -46,15 +47,83 @@ def data_order(train_rows: list[int], total_steps: int, batch_size: int, seed: i
     return order
 
 
-def adamw(params, **kwargs) -> torch.optim.AdamW:
+class AdamW(torch.optim.AdamW):
+    """torch's AdamW (fused where the build has it) that also takes row-sparse gradients, such as
+    an ``nn.Embedding(sparse=True)``'s: a reward model reads its 262k x 640 input embedding at a
+    few thousand rows, and a dense gradient for it costs a 670 MB zero-fill, norm, clip and
+    update every step (~1 s of an embedded-model step here; benchmarks/bench_reward.py).
+
+    A sparse-gradient parameter is updated only at the rows that ever had a gradient, which is
+    exactly what dense AdamW does: a row never touched has zero moments, so dense AdamW moves it
+    by 0 / (0 + eps) = 0, while a row touched once keeps moving with its decaying moments (and
+    so stays in the updated set). Weight decay, which dense AdamW applies to every row, is
+    applied to every row here too. The set of touched rows is kept in the optimizer state
+    (``touched``), so checkpoints resume it.
+    """
+
+    def __init__(self, params, **kwargs):
+        try:
+            super().__init__(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):
+            super().__init__(params, **kwargs)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        sparse = [(group, p) for group in self.param_groups for p in group["params"]
+                  if p.grad is not None and p.grad.is_sparse]
+        held = {p: p.grad for _, p in sparse}
+        for p in held:
+            p.grad = None
+        try:
+            loss = super().step(closure)
+        finally:
+            for p, grad in held.items():
+                p.grad = grad
+        for group, p in sparse:
+            self._sparse_step(group, p)
+        return loss
+
+    def _sparse_step(self, group: dict, p: torch.nn.Parameter) -> None:
+        if group["amsgrad"] or group["maximize"]:
+            raise ValueError("alignlab's AdamW takes sparse gradients without amsgrad or maximize only")
+        grad = p.grad.coalesce()
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+            state["touched"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)  # 0/1 per row
+        state["step"] += 1
+        step = float(state["step"])
+        now = grad.indices()[0]
+        state["touched"][now] = 1
+        rows = state["touched"].nonzero()[:, 0]  # sorted, like ``now``
+        g = torch.zeros(len(rows), *p.shape[1:], dtype=p.dtype, device=p.device)
+        g[torch.searchsorted(rows, now)] = grad.values().to(p.dtype)
+        lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        lr = float(lr)
+        if decay:
+            p.mul_(1 - lr * decay)
+        exp_avg = state["exp_avg"][rows].lerp_(g, 1 - beta1)
+        exp_avg_sq = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        state["exp_avg"][rows] = exp_avg
+        state["exp_avg_sq"][rows] = exp_avg_sq
+        denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** step)).add_(eps)
+        p.index_add_(0, rows, exp_avg / denom, alpha=-lr / (1 - beta1 ** step))
+
+
+def adamw(params, **kwargs) -> AdamW:
     """AdamW, fused where this torch build supports it: the per-parameter loop version costs ~4.6 s
     a step on the embedded model here (sqrt and div over the 262k x 640 embedding) and holds two
-    parameter-sized temporaries (see benchmarks/bench_reward.py)."""
-    params = list(params)
-    try:
-        return torch.optim.AdamW(params, fused=True, **kwargs)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(params, **kwargs)
+    parameter-sized temporaries (see benchmarks/bench_reward.py). Row-sparse gradients are
+    taken too (see ``AdamW``)."""
+    return AdamW(list(params), **kwargs)
+
+
+def gradient_values(grad: torch.Tensor) -> torch.Tensor:
+    """The stored values of a gradient: itself, or a coalesced sparse gradient's values (an alias:
+    scaling it in place scales the gradient)."""
+    return grad._values() if grad.is_sparse else grad
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -131,7 +200,10 @@ def optimizer_step(ctx: StepContext, scheduler, max_grad_norm: float, hooks: Hoo
 
 def clip_gradients_before_hooks(ctx: StepContext, max_grad_norm: float, hooks: Hooks) -> tuple[float, bool]:
     """Measure the norm once, let after_backward hooks see it, then clip with that same norm."""
-    grads = [p.grad for p in ctx.parameters.values() if p.grad is not None]
+    for p in ctx.parameters.values():
+        if p.grad is not None and p.grad.is_sparse and not p.grad.is_coalesced():
+            p.grad = p.grad.coalesce()  # repeated rows summed, so norms and clipping see the true gradient
+    grads = [gradient_values(p.grad) for p in ctx.parameters.values() if p.grad is not None]
     if not grads:
         hooks.after_backward(ctx)
         return 0.0, False
@@ -140,8 +212,8 @@ def clip_gradients_before_hooks(ctx: StepContext, max_grad_norm: float, hooks: H
     ctx.clipped = bool(max_grad_norm > 0 and ctx.grad_norm > max_grad_norm)
     hooks.after_backward(ctx)
     if max_grad_norm > 0:
-        torch.nn.utils.clip_grads_with_norm_([p for p in ctx.parameters.values() if p.grad is not None],
-                                             max_grad_norm, total)
+        scale = torch.clamp(max_grad_norm / (total + 1e-6), max=1.0)  # as torch's clip_grad_norm_
+        torch._foreach_mul_(grads, scale)
     return ctx.grad_norm, ctx.clipped
 
 

@@ -183,6 +183,22 @@ def configure_trainable(rm: RewardModel, mode: str, last_layers: int = 2, lora_r
     return rm
 
 
+def sparse_embedding_gradients(rm: RewardModel, enable: bool = True) -> bool:
+    """Give the input embedding row-sparse gradients (``nn.Embedding.sparse``) while it trains.
+
+    A reward model never runs the output layer, so its embedding's gradient lives on the rows of
+    the tokens in the batch; a dense one is a 262k x 640 tensor that is zero-filled, measured,
+    clipped and stepped every step. train/loop.py's ``AdamW`` updates sparse-gradient rows exactly
+    as dense AdamW would. Not for data-parallel runs (DDP would all-reduce a dense copy). Returns
+    whether the embedding is now sparse.
+    """
+    embedding = rm.lm.get_input_embeddings()
+    if not isinstance(embedding, nn.Embedding) or not embedding.weight.requires_grad:
+        return False
+    embedding.sparse = enable
+    return enable
+
+
 def trainable_state(rm: RewardModel, mode: str) -> dict[str, torch.Tensor]:
     """The parameters a mode trains (what a checkpoint or a saved model needs beyond the base)."""
     return {name: p.detach().clone() for name, p in rm.named_parameters() if p.requires_grad}
