@@ -68,7 +68,11 @@ class VocabularySubset:
         """The kept rows of an output weight (K, D). Sliced anew while the weight trains (so its
         gradient flows back); cached when nothing can change it."""
         if weight.requires_grad and torch.is_grad_enabled():
-            return weight.index_select(0, self.ids.to(weight.device))
+            # Read as an embedding lookup: the same rows, with a row-sparse gradient where that is
+            # safe (one process), instead of a dense 262k-row one (train/loop.py's AdamW takes it).
+            from alignlab.train.loop import distributed
+
+            return torch.nn.functional.embedding(self.ids.to(weight.device), weight, sparse=not distributed())
         # A slice made under inference mode cannot enter autograd later (a frozen LoRA base does):
         # one cached slice per mode.
         inference = torch.is_inference_mode_enabled()

@@ -27,7 +27,8 @@ from alignlab.train.options import LoraOptions, OptimOptions, RunOptions, Vocabu
 from alignlab.train.components import DPO_LOSSES, kto_loss, make_dpo_robust, sft_term
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule,
-                                 load_checkpoint, optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
+                                 load_checkpoint, optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients,
+                                 truncate_metrics)
 from alignlab.train.reward_fn import load_function
 from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_policy, make_example, measure_kl,
                                    read_records, save_policy, save_snapshot, write_pressure)
@@ -184,6 +185,8 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
         if accelerator.is_main_process:
             torch.save((ref_first, ref_second), cache)
 
+    if world == 1:
+        sparse_embedding_gradients(model)  # exact; saves a dense 262k-row gradient a step
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     module = accelerator.prepare(LogProbs(model))
     optimizer = adamw(trainable.values(), lr=config.lr or (5e-5 if config.lora else 5e-6),
@@ -268,6 +271,7 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
                 save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, {"ledger": ledger})
             accelerator.wait_for_everyone()
     bar.close()
+    sparse_embedding_gradients(model, enable=False)
     if stop_at < total:
         if accelerator.is_main_process:
             print(f"alignlab dpo: stopped at step {stop_at} of {total}; continue with "

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from alignlab.models.forward import decoder, output_logits
+from alignlab.models.forward import body_hidden_states, decoder, output_logits
 from alignlab.models.scoring import TargetLogSoftmax
 from alignlab.models.vocab import vocabulary
 from alignlab.runs import Run
@@ -34,7 +34,7 @@ from alignlab.train.components import (AdaptiveKLController, FixedKLController, 
                                        clipped_value_loss, gae, kl_k1, kl_k3, masked_mean)
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, latest_checkpoint, linear_schedule, load_checkpoint,
-                                 optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
+                                 optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.policy import (Example, Reference, batch_tensors, load_policy, save_policy, save_snapshot,
                                    write_pressure)
 from alignlab.train.reward_fn import load_reward
@@ -126,7 +126,7 @@ class PolicyAndValue(nn.Module):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, temperature: float,
                 entropy: bool = False):
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = decoder(self.policy)(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        hidden = body_hidden_states(decoder(self.policy), ids, mask, positions)  # shared prefixes once, packed
         select = target[:, 1:].bool()  # (B, T-1): hidden at t-1 predicts token t
         h = hidden[:, :-1][select]  # (N, D)
         tokens = ids[:, 1:][select]
@@ -201,6 +201,8 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     if run is None:
         run = Run.create("ppo", config, seed=config.seed) if accelerator.is_main_process else None
         run = broadcast_run(accelerator, run)
+    if world == 1:
+        sparse_embedding_gradients(policy)  # exact; saves a dense 262k-row gradient a step
     trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
     wrapped = accelerator.prepare(module)
     updates_per_iteration = config.ppo_epochs * (config.rollout_batch // config.minibatch_size)
@@ -330,6 +332,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
                                 {"kl_coef": kl_ctl.value, "ledger": ledger})
             accelerator.wait_for_everyone()
     bar.close()
+    sparse_embedding_gradients(policy, enable=False)
     if stop_at < config.iterations:
         if accelerator.is_main_process:
             print(f"alignlab ppo: stopped at iteration {stop_at} of {config.iterations}; continue with "

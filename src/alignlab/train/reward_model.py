@@ -20,6 +20,7 @@ from alignlab.models.forward import body_hidden_states, decoder
 from alignlab.models.sampling import encode_prompt
 from alignlab.models.scoring import encode_continuation
 from alignlab.train.components import last_token_index
+from alignlab.train.loop import sparse_embedding_gradients as loop_sparse_embedding_gradients
 
 FORMAT = 1
 MODES = ("head", "last", "lora", "full")
@@ -184,19 +185,9 @@ def configure_trainable(rm: RewardModel, mode: str, last_layers: int = 2, lora_r
 
 
 def sparse_embedding_gradients(rm: RewardModel, enable: bool = True) -> bool:
-    """Give the input embedding row-sparse gradients (``nn.Embedding.sparse``) while it trains.
-
-    A reward model never runs the output layer, so its embedding's gradient lives on the rows of
-    the tokens in the batch; a dense one is a 262k x 640 tensor that is zero-filled, measured,
-    clipped and stepped every step. train/loop.py's ``AdamW`` updates sparse-gradient rows exactly
-    as dense AdamW would. Not for data-parallel runs (DDP would all-reduce a dense copy). Returns
-    whether the embedding is now sparse.
-    """
-    embedding = rm.lm.get_input_embeddings()
-    if not isinstance(embedding, nn.Embedding) or not embedding.weight.requires_grad:
-        return False
-    embedding.sparse = enable
-    return enable
+    """A reward model never runs the output layer, so its input embedding's gradient lives on the
+    rows of the batch's tokens: see ``train.loop.sparse_embedding_gradients``."""
+    return loop_sparse_embedding_gradients(rm.lm, enable)
 
 
 def trainable_state(rm: RewardModel, mode: str) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from alignlab.runs import Run
 from alignlab.train.options import LoraOptions, OptimOptions, RunOptions, VocabularyOptions
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint,
-                                 optimizer_step, reopen_run, save_checkpoint, truncate_metrics)
+                                 optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_policy, make_example, measure_kl,
                                    read_records, save_policy, write_pressure)
 
@@ -77,6 +77,8 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
         run = Run.create("sft", config, seed=config.seed) if accelerator.is_main_process else None
         run = broadcast_run(accelerator, run)
 
+    if world == 1:
+        sparse_embedding_gradients(model)  # exact; saves a dense 262k-row gradient a step
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     module = accelerator.prepare(LogProbs(model))
     optimizer = adamw(trainable.values(), lr=config.lr or (2e-4 if config.lora else 2e-5),
@@ -132,6 +134,7 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
                 save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, {"ledger": ledger})
             accelerator.wait_for_everyone()
     bar.close()
+    sparse_embedding_gradients(model, enable=False)
     if stop_at < total:
         if accelerator.is_main_process:
             print(f"alignlab sft: stopped at step {stop_at} of {total}; continue with "
