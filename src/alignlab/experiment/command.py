@@ -25,7 +25,7 @@ class ExperimentConfig:
     best-of-n / DPO / PPO over a sweep of pressure, gold evaluation, Goodhart fits, a report."""
 
     profile: Literal["test", "quick", "full"] = "quick"
-    """Size: 'test' (tiny model, a minute), 'quick' (embedded model: ~19 min on a 2-core AVX2 CPU, less with AVX512-BF16), 'full' (a GPU)."""
+    """Size: 'test' (tiny model, a minute), 'quick' (embedded model: ~11 min on a 2-core AVX2 CPU), 'full' (a GPU)."""
     model: str | None = None
     """Replace the profile's model (a name or local folder)."""
     dtype: Literal["auto", "float32", "bfloat16"] | None = None
