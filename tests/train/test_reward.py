@@ -265,10 +265,10 @@ def test_full_mode_trains_the_embedding_with_sparse_gradients_to_the_dense_resul
     seen = []
     original = reward.sparse_embedding_gradients
     monkeypatch.setattr(reward, "sparse_embedding_gradients",
-                        lambda rm, enable=True: seen.append(original(rm, enable)) or seen[-1])
+                        lambda model, enable=True: seen.append(original(model, enable)) or seen[-1])
     sparse = train_reward(RewardTrainConfig(**cfg), progress=False)
     assert seen == [True, False]
-    monkeypatch.setattr(reward, "sparse_embedding_gradients", lambda rm, enable=True: False)
+    monkeypatch.setattr(reward, "sparse_embedding_gradients", lambda model, enable=True: False)
     dense = train_reward(RewardTrainConfig(**cfg), progress=False)
     a = dict(load_reward_model(sparse.path / "model").named_parameters())
     b = dict(load_reward_model(dense.path / "model").named_parameters())

@@ -110,12 +110,14 @@ def plan_packing(input_ids: torch.Tensor, attention_mask: torch.Tensor, position
     # work grows with its length: among capacities from an even split into bins of
     # ``row_tokens`` up to twice that, the one with the least estimated work wins.
     units = sharing_units(paths)
-    longest = max(len(set().union(*(paths[r] for r in unit))) for unit in units)
+    unit_nodes = [list(dict.fromkeys(n for r in unit for n in paths[r])) for unit in units]  # their union, once
+    order = sorted(range(len(units)), key=lambda u: -len(unit_nodes[u]))
+    longest = len(unit_nodes[order[0]])
     limit = max(row_tokens, longest)
     capacity = max(longest, -(-len(tokens) // -(-len(tokens) // limit)))
     best: tuple[float, list] | None = None
     while capacity <= 2 * limit:
-        bins = fill_bins(units, paths, capacity)
+        bins = fill_bins([units[u] for u in order], [unit_nodes[u] for u in order], capacity)
         length = max(len(slots) for _, slots in bins)
         work = len(bins) * length * (1 + length / ATTENTION_TOKENS)
         if best is None or work < best[0]:
@@ -163,15 +165,11 @@ def sharing_units(paths: list[list[int]], least: int = 3) -> list[list[int]]:
     return list(groups.values())
 
 
-def fill_bins(units: list[list[int]], paths: list[list[int]], capacity: int) -> list[tuple[list[int], dict[int, int]]]:
-    """Units of rows into bins, first fit, largest unit first, each bin's node union at most
-    ``capacity`` (a unit larger than that gets a bin of its own): [(rows, node -> slot)]."""
-    def nodes(unit: list[int]) -> list[int]:
-        return list(dict.fromkeys(n for r in unit for n in paths[r]))
-
+def fill_bins(units: list[list[int]], nodes: list[list[int]], capacity: int) -> list[tuple[list[int], dict[int, int]]]:
+    """Units of rows (largest first) with their nodes into bins, first fit, each bin's node union
+    at most ``capacity`` (a unit larger than that gets a bin of its own): [(rows, node -> slot)]."""
     bins: list[tuple[list[int], dict[int, int]]] = []
-    for unit in sorted(units, key=lambda u: -len(nodes(u))):
-        wanted = nodes(unit)
+    for unit, wanted in zip(units, nodes):
         for members, slots in bins:
             if len(slots) + sum(1 for n in wanted if n not in slots) <= capacity:
                 break

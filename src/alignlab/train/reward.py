@@ -25,9 +25,9 @@ from alignlab.train.options import OptimOptions, RunOptions
 from alignlab.train.components import centering_loss, choice_nll, rating_loss
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
-                                 reopen_run, save_checkpoint, truncate_metrics)
+                                 reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.reward_model import (RewardModel, configure_trainable, pad_right, save_reward_model,
-                                         sparse_embedding_gradients, starts_of)
+                                         starts_of)
 
 DEFAULT_LR = {"head": 1e-3, "last": 1e-4, "lora": 2e-4, "full": 1e-5}
 
@@ -295,7 +295,7 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
     choice_set, n_records = load_choices(config, policy_sampler)
     configure_trainable(rm, config.mode, config.last_layers, config.lora_r, config.lora_alpha)
     if world == 1:
-        sparse_embedding_gradients(rm)
+        sparse_embedding_gradients(rm.lm)  # the head never runs the output layer: only the batch's rows
     rm.to(accelerator.device)
     items = build_items(choice_set, rm)
     train_rows, eval_rows = split(len(items.options), config.eval_fraction, config.seed)
@@ -368,7 +368,7 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
                 save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, {"reference": rm.reference})
             accelerator.wait_for_everyone()
     bar.close()
-    sparse_embedding_gradients(rm, enable=False)
+    sparse_embedding_gradients(rm.lm, enable=False)
     if stop_at < total:
         if accelerator.is_main_process:
             print(f"alignlab reward: stopped at step {stop_at} of {total}; continue with "

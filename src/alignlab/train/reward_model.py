@@ -20,7 +20,6 @@ from alignlab.models.forward import body_hidden_states, decoder
 from alignlab.models.sampling import encode_prompt
 from alignlab.models.scoring import encode_continuation
 from alignlab.train.components import last_token_index
-from alignlab.train.loop import sparse_embedding_gradients as loop_sparse_embedding_gradients
 
 FORMAT = 1
 MODES = ("head", "last", "lora", "full")
@@ -182,12 +181,6 @@ def configure_trainable(rm: RewardModel, mode: str, last_layers: int = 2, lora_r
         rm.lm = get_peft_model(rm.lm, config)
     rm.head.requires_grad_(True)
     return rm
-
-
-def sparse_embedding_gradients(rm: RewardModel, enable: bool = True) -> bool:
-    """A reward model never runs the output layer, so its input embedding's gradient lives on the
-    rows of the batch's tokens: see ``train.loop.sparse_embedding_gradients``."""
-    return loop_sparse_embedding_gradients(rm.lm, enable)
 
 
 def trainable_state(rm: RewardModel, mode: str) -> dict[str, torch.Tensor]:
