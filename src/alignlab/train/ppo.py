@@ -25,8 +25,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from alignlab.models.forward import body_hidden_states, decoder, output_logits
-from alignlab.models.scoring import TargetLogSoftmax
+from alignlab.models.forward import body_hidden_states, decoder
+from alignlab.models.scoring import target_logprobs, target_logprobs_and_entropy
 from alignlab.models.vocab import vocabulary
 from alignlab.runs import Run
 from alignlab.train.options import LoraOptions, VocabularyOptions
@@ -133,24 +133,18 @@ class PolicyAndValue(nn.Module):
         subset = vocabulary(self.policy)
         if subset is not None:  # logits cover a kept subset of the vocabulary (models/vocab.py)
             tokens = subset.to_local(tokens)
-        logps, ents = [], []
-        for start in range(0, h.shape[0], 512):  # bounded memory: 512 x V logits at a time
-            logits = output_logits(self.policy, h[start:start + 512])
-            if entropy:  # the rollout's pass (no gradient)
-                lp = torch.log_softmax(logits.float() / temperature, -1)
-                logps.append(lp.gather(1, tokens[start:start + 512, None])[:, 0])
-                ents.append(-(lp.exp() * lp).sum(-1))
-            else:
-                logps.append(TargetLogSoftmax.apply(logits, tokens[start:start + 512], temperature))
-            del logits
+        if entropy:  # the rollout's pass (no gradient)
+            logps, ents = target_logprobs_and_entropy(self.policy, h, tokens, temperature)  # (N,), (N,)
+        else:
+            logps = target_logprobs(self.policy, h, tokens, temperature)  # (N,)
         out_lp = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-        out_lp[:, 1:] = out_lp[:, 1:].masked_scatter(select, torch.cat(logps))
+        out_lp[:, 1:] = out_lp[:, 1:].masked_scatter(select, logps)
         values = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
         values[:, 1:] = values[:, 1:].masked_scatter(select, self.value_head(h.float())[:, 0])
         if not entropy:
             return out_lp, values
         ent = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-        ent[:, 1:] = ent[:, 1:].masked_scatter(select, torch.cat(ents).detach())
+        ent[:, 1:] = ent[:, 1:].masked_scatter(select, ents)
         return out_lp, values, ent
 
 
