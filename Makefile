@@ -24,9 +24,11 @@ demo: install
 	$(BIN)/alignlab experiment --profile quick
 
 test: install
+	bash scripts/system-deps.sh
 	bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 test-fast: install
+	bash scripts/system-deps.sh
 	bash scripts/run-tests.sh -m "not slow" $(PYTEST_ARGS)
 
 bench: install

@@ -48,6 +48,10 @@ COMMANDS: dict[str, str] = {
     "pressure": "alignlab.pressure.command:PRESSURE",
     "experiment": "alignlab.experiment.command:EXPERIMENT",
     "forecast": "alignlab.forecast.command:FORECAST",
+    "loom": "alignlab.loom.command:LOOM",
+    "loom export": "alignlab.loom.command:LOOM_EXPORT",
+    "loom import": "alignlab.loom.command:LOOM_IMPORT",
+    "loom train": "alignlab.loom.command:LOOM_TRAIN",
 }
 
 HELP: dict[str, str] = {
@@ -64,6 +68,7 @@ HELP: dict[str, str] = {
     "experiment": "the main job: writing-prompts RLHF, Goodhart ledger, HTML report",
     "pressure": "the Goodhart ledger of a policy run: KL, proxy and gold, fitted peak",
     "forecast": "Biological Anchors compute forecast",
+    "loom": "steer a model by hand in a web app ('loom'; 'loom export|import|train')",
 }
 
 
@@ -91,15 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     key = argv[0]
     rest = argv[1:]
-    if key not in COMMANDS:
+    if rest and f"{key} {rest[0]}" in COMMANDS:  # a group that is also a command ('loom', 'loom export')
+        key, rest = f"{key} {rest[0]}", rest[1:]
+    elif key not in COMMANDS:
         groups = sorted({k.split()[0] for k in COMMANDS if " " in k})
         if key in groups:
             subs = [k.split()[1] for k in COMMANDS if k.startswith(key + " ")]
-            if rest and f"{key} {rest[0]}" in COMMANDS:
-                key, rest = f"{key} {rest[0]}", rest[1:]
-            else:
-                print(f"alignlab {key}: choose one of: {', '.join(subs)}", file=sys.stderr)
-                return 2
+            print(f"alignlab {key}: choose one of: {', '.join(subs)}", file=sys.stderr)
+            return 2
         else:
             print(f"alignlab: unknown command '{key}'. Commands: {', '.join(HELP)}", file=sys.stderr)
             return 2

@@ -3,7 +3,7 @@
 - ALIGNLAB_HOME, when set, holds everything: ``$ALIGNLAB_HOME/cache`` and ``$ALIGNLAB_HOME/runs``.
 - Otherwise the model cache follows XDG: ``$XDG_CACHE_HOME/alignlab`` (``~/.cache/alignlab``),
   and runs go to ``$XDG_DATA_HOME/alignlab/runs`` (``~/.local/share/alignlab/runs``).
-- ALIGNLAB_CACHE_DIR and ALIGNLAB_RUNS_DIR override one of the two alone (the test suite uses
+- ALIGNLAB_CACHE_DIR, ALIGNLAB_RUNS_DIR and ALIGNLAB_LOOM_DIR override one folder alone (the test suite uses
   this to isolate runs while sharing one converted copy of the embedded model).
 """
 
@@ -41,4 +41,18 @@ def runs_dir() -> Path:
         else:
             xdg = _env_path("XDG_DATA_HOME") or Path.home() / ".local" / "share"
             path = xdg / "alignlab" / "runs"
+    return path
+
+
+def loom_dir() -> Path:
+    """The loom's data folder (its SQLite database, training jobs): ALIGNLAB_LOOM_DIR, else
+    ``$ALIGNLAB_HOME/loom``, else ``$XDG_DATA_HOME/alignlab/loom``."""
+    path = _env_path("ALIGNLAB_LOOM_DIR")
+    if path is None:
+        home = _env_path("ALIGNLAB_HOME")
+        if home is not None:
+            path = home / "loom"
+        else:
+            xdg = _env_path("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+            path = xdg / "alignlab" / "loom"
     return path

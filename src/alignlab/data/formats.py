@@ -87,15 +87,22 @@ def write_feedback(path: str | Path, records: Iterable[FeedbackRecord], style: s
     path = Path(path)
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; expected one of {', '.join(STYLES)}")
-    records = list(records)
-    for i, record in enumerate(records):
-        if not isinstance(record, FeedbackRecord):
-            raise TypeError(f"record {i} is a {type(record).__name__}, not a feedback record (alignlab.data)")
-    rows = [_native_row(r) for r in records] if style == "alignlab" else _trl_rows(records, style)
+    rows = record_rows(records, style)
     if _is_parquet(path):
         _write_parquet(path, rows)
     else:
         atomic_write_text(path, "".join(_json_text(row, i) + "\n" for i, row in enumerate(rows)))
+
+
+def record_rows(records: Iterable[FeedbackRecord], style: str = "alignlab") -> list[dict[str, Any]]:
+    """The JSON rows ``write_feedback`` writes for ``records`` in ``style``."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; expected one of {', '.join(STYLES)}")
+    records = list(records)
+    for i, record in enumerate(records):
+        if not isinstance(record, FeedbackRecord):
+            raise TypeError(f"record {i} is a {type(record).__name__}, not a feedback record (alignlab.data)")
+    return [_native_row(r) for r in records] if style == "alignlab" else _trl_rows(records, style)
 
 
 # --- rows in and out ----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The loom: a web app to steer a base model by hand, whose curation is recorded as feedback."""

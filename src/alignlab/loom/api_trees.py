@@ -1,0 +1,213 @@
+"""Routes for trees and nodes: read, write, edit, organise. Every change is logged as an event
+by the store in the same transaction. The annotator is the ``X-Annotator`` header (default: the
+name the server was started with)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from alignlab.loom.store import Store
+
+router = APIRouter()
+
+NAME = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewTree(Strict):
+    prompt: Annotated[str, Field(max_length=1_000_000)]
+    title: Annotated[str, Field(max_length=500)] = ""
+    settings: dict[str, Any] = {}
+
+
+class TreeUpdate(Strict):
+    title: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    settings: dict[str, Any] | None = None
+    archived: bool | None = None
+
+
+class Text(Strict):
+    text: Annotated[str, Field(max_length=1_000_000)]
+
+
+class At(Strict):
+    at: Annotated[int, Field(ge=1)]
+
+
+class Flag(Strict):
+    value: bool = True
+
+
+class Tag(Strict):
+    tag: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Note(Strict):
+    note: Annotated[str, Field(max_length=100_000)]
+
+
+def store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def author(request: Request, x_annotator: Annotated[str | None, Header(max_length=200)] = None) -> str:
+    name = (x_annotator or "").strip()
+    return name or request.app.state.settings.annotator
+
+
+def public(node: dict) -> dict:
+    """A node as the tree view needs it (no per-token data)."""
+    return {k: v for k, v in node.items() if k != "tokens"}
+
+
+@router.get("/trees")
+def list_trees(s: Store = Depends(store), archived: bool = False) -> list[dict]:
+    return s.trees(include_archived=archived)
+
+
+@router.post("/trees", status_code=201)
+def create_tree(body: NewTree, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    return s.create_tree(body.prompt, who, title=body.title, settings=body.settings)
+
+
+@router.get("/trees/{tree_id}")
+def get_tree(tree_id: str, s: Store = Depends(store)) -> dict:
+    return {"tree": s.tree(tree_id), "nodes": [public(n) for n in s.tree_nodes(tree_id)]}
+
+
+@router.patch("/trees/{tree_id}")
+def update_tree(tree_id: str, body: TreeUpdate, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    return s.update_tree(tree_id, who, title=body.title, settings=body.settings, archived=body.archived)
+
+
+@router.get("/trees/{tree_id}/search")
+def search(tree_id: str, q: Annotated[str, Query(min_length=1, max_length=1000)], s: Store = Depends(store)) -> list[dict]:
+    return [public(n) for n in s.search(tree_id, q)]
+
+
+@router.get("/nodes/{node_id}")
+def get_node(node_id: str, s: Store = Depends(store)) -> dict:
+    return {**s.node(node_id), "pressure": s.pressure(node_id)[-1]}
+
+
+@router.get("/nodes/{node_id}/path")
+def get_path(node_id: str, s: Store = Depends(store)) -> dict:
+    """The ancestry (root first) with tokens, for the read view, and the bits along it."""
+    return {"nodes": s.ancestry(node_id), "pressure": s.pressure(node_id)}
+
+
+@router.get("/nodes/{node_id}/children")
+def get_children(node_id: str, s: Store = Depends(store), archived: bool = False) -> list[dict]:
+    return s.children(node_id, include_archived=archived)
+
+
+@router.get("/nodes/{node_id}/revisions")
+def get_revisions(node_id: str, s: Store = Depends(store)) -> list[dict]:
+    return s.revisions(node_id)
+
+
+@router.post("/nodes/{node_id}/children", status_code=201)
+def write_child(node_id: str, body: Text, request: Request, s: Store = Depends(store),
+                who: str = Depends(author)) -> dict:
+    """A child a person typed; its intervention bits are its -log2 probability under the base model."""
+    bits = _bits(request, s.text_of(node_id), body.text)
+    return s.add_nodes(node_id, [{"text": body.text, "source": "human", "intervention_bits": bits}], who,
+                       kind="write")[0]
+
+
+@router.post("/nodes/{node_id}/sibling", status_code=201)
+def save_as_sibling(node_id: str, body: Text, request: Request, s: Store = Depends(store),
+                    who: str = Depends(author)) -> dict:
+    """An edit of the node kept beside it instead of replacing it."""
+    node = s.node(node_id)
+    if node["parent_id"] is None:
+        from alignlab.loom.events import Conflict
+
+        raise Conflict("the root has no siblings; edit it or start a new tree", field="id")
+    context = s.text_of(node["parent_id"])
+    source = "human" if node["source"] in ("human", "prompt") else "mixed"
+    bits = _bits(request, context, body.text, _changed(node["text"], body.text) if source == "mixed" else None)
+    return s.add_nodes(node["parent_id"], [{"text": body.text, "source": source, "intervention_bits": bits,
+                                            "meta": {"edited_from": node_id}}], who, kind="write",
+                       payload={"edited_from": node_id})[0]
+
+
+@router.patch("/nodes/{node_id}")
+def edit_node(node_id: str, body: Text, request: Request, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    node = s.node(node_id)
+    bits = None
+    if node["parent_id"] is not None:
+        context = s.text_of(node["parent_id"])
+        changed = None if node["source"] == "human" else _changed(node["text"], body.text)
+        bits = _bits(request, context, body.text, changed)
+    return s.edit(node_id, body.text, who, intervention_bits=bits)
+
+
+@router.post("/nodes/{node_id}/split", status_code=201)
+def split(node_id: str, body: At, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    return s.split(node_id, body.at, who)
+
+
+@router.post("/nodes/{node_id}/merge")
+def merge(node_id: str, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    return s.merge(node_id, who)
+
+
+@router.post("/nodes/{node_id}/archive")
+def archive(node_id: str, body: Flag, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    return s.set_flag(node_id, "archived", body.value, who)
+
+
+@router.post("/nodes/{node_id}/bookmark")
+def bookmark(node_id: str, body: Flag, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    return s.set_flag(node_id, "bookmarked", body.value, who)
+
+
+@router.post("/nodes/{node_id}/tags")
+def add_tag(node_id: str, body: Tag, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    return s.tag(node_id, body.tag, who)
+
+
+@router.delete("/nodes/{node_id}/tags/{tag}")
+def remove_tag(node_id: str, tag: str, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    return s.tag(node_id, tag, who, remove=True)
+
+
+@router.put("/nodes/{node_id}/note")
+def note(node_id: str, body: Note, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    return s.set_note(node_id, body.note, who)
+
+
+@router.post("/nodes/{node_id}/continue")
+def continued(node_id: str, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    """The person chose to continue from this node (implicit feedback: it beat its siblings)."""
+    node = s.node(node_id)
+    return s.record(node["tree_id"], "continue", {}, who, node_id=node_id, explicit_only=False)
+
+
+def _changed(before: str, after: str) -> list[tuple[int, int]]:
+    """Character spans of ``after`` that an edit inserted or replaced."""
+    spans = []
+    for op, _, _, j1, j2 in difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes():
+        if op in ("replace", "insert") and j2 > j1:
+            spans.append((j1, j2))
+    return spans
+
+
+def _bits(request: Request, context: str, text: str, changed: list[tuple[int, int]] | None = None) -> float | None:
+    """Intervention bits under the loom's default model, or None where the loom has no model."""
+    from alignlab.loom.generation import text_bits
+
+    models = request.app.state.models
+    if not models.names("generate") or not text:
+        return None
+    if changed is not None and not changed:
+        return 0.0
+    return request.app.state.worker.call(lambda job: text_bits(models.slot(None), context, text, changed))

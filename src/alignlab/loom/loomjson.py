@@ -1,0 +1,127 @@
+"""The original Loom's JSON tree format, read and written.
+
+A Loom file holds ``{"root": NODE, ...}`` where a NODE is ``{"id", "text", "children": [NODE...],
+"parent_id", "meta": {"source": ...}, "tags": [...]}`` plus fields of Loom's own (visited, open,
+chapter_id, text_attributes, ...). Importing keeps every field alignlab has no column for in the
+node's ``meta["loom"]`` and the file's other top-level keys in the tree's ``meta``, and
+exporting puts them back, so a file survives import -> export with its text, structure, sources,
+tags and extra fields. Loom's sources map to alignlab's: "AI" -> model, "prompt" -> prompt,
+"human"/"user" -> human, "mixed" -> mixed; a node without one is taken as model text (most Loom
+nodes are) and written back without one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from alignlab.loom.events import Invalid
+from alignlab.loom.export import Tree
+from alignlab.loom.store import Store
+
+TO_ALIGNLAB = {"ai": "model", "model": "model", "generated": "model", "prompt": "prompt", "human": "human",
+               "user": "human", "mixed": "mixed"}
+TO_LOOM = {"model": "AI", "prompt": "prompt", "human": "human", "mixed": "mixed"}
+OWN = {"id", "text", "children", "parent_id", "tags", "meta"}
+
+
+def read_loom_file(path: Path) -> dict:
+    """Parse a Loom JSON file, naming the file and what is wrong with it."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise Invalid(f"{path}: line {err.lineno}: not JSON ({err.msg})", field="file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("root"), dict):
+        raise Invalid(f"{path}: a Loom tree file is an object with a 'root' node", field="root")
+    return data
+
+
+def import_tree(store: Store, data: dict, author: str, title: str = "") -> dict:
+    """Add a Loom tree to the store, all of it or nothing (one transaction, after every node
+    has been checked); returns the new tree."""
+    if not isinstance(data, dict) or not isinstance(data.get("root"), dict):
+        raise Invalid("a Loom tree is an object with a 'root' node", field="root")
+    root = data["root"]
+    _check_node(root, "root")
+    nodes, queue = [], [(root, "root")]
+    while queue:  # breadth first: parents before children
+        node, where = queue.pop(0)
+        for i, kid in enumerate(node.get("children") or []):
+            place = f"{where}.children[{i}]"
+            _check_node(kid, place)
+            nodes.append({"key": place, "parent": where, "text": kid.get("text", ""), **_fields(kid, is_root=False)})
+            queue.append((kid, place))
+    tree_meta = {"loom": {k: v for k, v in data.items() if k != "root"}}
+    return store.insert_tree({"key": "root", "text": root.get("text", ""), **_fields(root, is_root=True)}, nodes,
+                             author, title=title, meta=tree_meta)
+
+
+def _check_node(node: Any, where: str) -> None:
+    if not isinstance(node, dict):
+        raise Invalid(f"{where}: a node must be an object", field=where)
+    if not isinstance(node.get("text", ""), str):
+        raise Invalid(f"{where}.text: must be a string", field=f"{where}.text")
+    if not isinstance(node.get("children", []), list):
+        raise Invalid(f"{where}.children: must be a list of nodes", field=f"{where}.children")
+    tags = node.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+        raise Invalid(f"{where}.tags: must be a list of non-empty strings", field=f"{where}.tags")
+
+
+def _fields(node: dict, is_root: bool) -> dict:
+    meta = node.get("meta") if isinstance(node.get("meta"), dict) else {}
+    raw_source = meta.get("source")
+    source = TO_ALIGNLAB.get(str(raw_source).lower()) if raw_source is not None else None
+    if source is None:
+        source = "prompt" if is_root else "model"
+    loom = {k: v for k, v in node.items() if k not in OWN}
+    loom["meta"] = {k: v for k, v in meta.items() if k != "source"} if "meta" in node else None
+    loom["source"] = raw_source
+    if "id" in node:
+        loom["id"] = node["id"]
+    # Which of Loom's own keys the file had, so that export writes back exactly those.
+    loom["_keys"] = [k for k in ("id", "parent_id", "tags") if k in node]
+    return {"source": source, "tags": sorted(set(node.get("tags") or [])), "meta": {"loom": loom}}
+
+
+def export_tree(store: Store, tree_id: str) -> dict:
+    """A tree as a Loom JSON document (archived nodes included: Loom has no archive)."""
+    tree = Tree.load(store, tree_id)
+    info = store.tree(tree_id)
+    loom_ids: dict[str, str] = {}
+
+    def build(node_id: str) -> dict:
+        node = tree.nodes[node_id]
+        imported = "loom" in node["meta"]
+        loom = dict(node["meta"].get("loom") or {})
+        keys = loom.pop("_keys", ["id", "parent_id", "tags"])
+        out_id = loom.pop("id", None) or node_id
+        loom_ids[node_id] = out_id
+        raw_source = loom.pop("source", None)
+        meta = loom.pop("meta", None)
+        out: dict[str, Any] = {"id": out_id, "text": node["text"]} if "id" in keys else {"text": node["text"]}
+        parent = node["parent_id"]
+        if parent is not None and "parent_id" in keys:
+            out["parent_id"] = loom_ids[parent]
+        mapped = TO_LOOM[node["source"]]
+        source = raw_source if raw_source is not None and TO_ALIGNLAB.get(str(raw_source).lower()) == node["source"] \
+            else (None if raw_source is None and imported and _default(node) else mapped)
+        if source is not None or meta is not None:
+            out["meta"] = {**(meta or {}), **({"source": source} if source is not None else {})}
+        if node["tags"] or (imported and "tags" in keys):
+            out["tags"] = node["tags"]
+        out.update(loom)
+        out["children"] = [build(k) for k in tree.children.get(node_id, [])]
+        return out
+
+    doc = dict((info["meta"] or {}).get("loom") or {})
+    doc["root"] = build(info["root_id"])
+    return doc
+
+
+def _default(node: dict) -> bool:
+    """Whether the node's source is what import assumes for a node without one."""
+    return node["source"] == ("prompt" if node["parent_id"] is None else "model")
+
+

@@ -1,0 +1,167 @@
+"""Training from the loom: a reward model or DPO on what the loom recorded.
+
+The recorded feedback is exported (loom/export.py) into the job's folder and the ordinary
+command (`alignlab reward train` or `alignlab dpo`) runs on those files in a child process, so
+the web app never waits on it. The job's state and progress (read from the child's progress
+bar) are kept in the store's ``jobs`` table; when the run succeeds its result is added to the
+loom's models (a policy generates beside the base model; a reward model scores nodes).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from alignlab.loom import schema as t
+from alignlab.loom.events import Invalid, NotFound
+from alignlab.loom.ids import new_id
+from alignlab.loom.store import Store
+
+PROGRESS = re.compile(r"(\d+)/(\d+) \[")
+
+
+@dataclass
+class TrainRequest:
+    kind: str
+    """'reward' (a reward model from comparisons, rankings, process pairs, thumbs, ratings, edits, demonstrations) or 'dpo'."""
+    model: str = ""
+    """The model to start from (default: the loom's first model)."""
+    trees: list[str] | None = None
+    """Trees whose feedback to use (default: all)."""
+    data: list[str] = field(default_factory=lambda: ["pairs", "process"])
+    """Which exports to train on (see loom/export.py KINDS)."""
+    max_steps: int = 20
+    """Optimizer steps."""
+    lora: bool = True
+    """DPO: train LoRA adapters (fast); False: the whole model."""
+    mode: str = "head"
+    """Reward model: what trains (head, last, lora, full)."""
+    extra: list[str] = field(default_factory=list)
+    """More options passed to the command as they are, e.g. ['--beta', '0.2']."""
+
+    def check(self) -> None:
+        from alignlab.loom.export import KINDS
+
+        if self.kind not in ("reward", "dpo"):
+            raise Invalid(f"'kind' is {self.kind!r}; train 'reward' or 'dpo'", field="kind")
+        bad = [d for d in self.data if d not in KINDS]
+        if bad or not self.data:
+            raise Invalid(f"'data' must name exports among {', '.join(KINDS)}; got {self.data}", field="data")
+        if self.kind == "dpo" and any(d not in ("pairs", "process") for d in self.data):
+            raise Invalid("DPO trains on preference pairs: use data 'pairs' and/or 'process'", field="data")
+        if not isinstance(self.max_steps, int) or not 1 <= self.max_steps <= 100000:
+            raise Invalid("'max_steps' must be an integer from 1 to 100000", field="max_steps")
+        if not all(isinstance(x, str) for x in self.extra):
+            raise Invalid("'extra' must be a list of strings", field="extra")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def prepare(store: Store, spec: TrainRequest, folder: Path, base_model: str) -> list[str]:
+    """Export the data into ``folder`` and return the command line to run."""
+    from alignlab.data.formats import write_feedback
+    from alignlab.loom.export import records
+
+    spec.check()
+    files, total = [], 0
+    for kind in spec.data:
+        found, _ = records(store, kind, spec.trees)
+        if found:
+            path = folder / f"{kind}.jsonl"
+            write_feedback(path, found)
+            files.append(str(path))
+            total += len(found)
+    if not files:
+        raise Invalid(f"the loom has recorded no {' or '.join(spec.data)} yet: compare or rank some "
+                      "continuations first", field="data")
+    out = folder / "result"
+    command = [sys.executable, "-m", "alignlab.cli"]
+    if spec.kind == "reward":
+        command += ["reward", "train", "--data", ",".join(files), "--model", base_model, "--mode", spec.mode,
+                    "--max-steps", str(spec.max_steps), "--out", str(out)]
+    else:
+        command += ["dpo", "--data", ",".join(files), "--model", base_model, "--max-steps", str(spec.max_steps),
+                    "--out", str(out), "--kl-prompts", "0"] + (["--lora"] if spec.lora else [])
+    return command + list(spec.extra)
+
+
+def start(app, spec: TrainRequest, author: str) -> dict:
+    """Start a training job in the background; returns the job."""
+    store: Store = app.state.store
+    base = spec.model or app.state.models.default()
+    job_id = new_id()
+    folder = Path(app.state.settings.data_dir) / "jobs" / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    command = prepare(store, spec, folder, base)
+    at = _now()
+    with store.engine.begin() as c:
+        c.execute(t.jobs.insert().values(id=job_id, kind=spec.kind, state="running", progress=0.0, message="starting",
+                                          config={**asdict(spec), "model": base, "command": command[3:]},
+                                          result=None, author=author, created_at=at, updated_at=at))
+    thread = threading.Thread(target=_watch, args=(app, job_id, command, folder, spec.kind), daemon=True,
+                              name=f"loom-train-{job_id}")
+    thread.start()
+    app.state.jobs[job_id] = thread
+    return job(app, job_id)
+
+
+def _update(store: Store, job_id: str, **values) -> None:
+    with store.engine.begin() as c:
+        c.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(updated_at=_now(), **values))
+
+
+def _watch(app, job_id: str, command: list[str], folder: Path, kind: str) -> None:
+    store: Store = app.state.store
+    log = folder / "log.txt"
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL, bufsize=1)
+        buffer, last = "", 0.0
+        assert proc.stdout is not None
+        while True:
+            chunk = proc.stdout.read(256)
+            if not chunk:
+                break
+            fh.write(chunk)
+            buffer = (buffer + chunk)[-2000:]
+            found = PROGRESS.findall(buffer)
+            if found:
+                done, total = map(int, found[-1])
+                progress = min(1.0, done / max(total, 1))
+                if progress - last >= 0.02:
+                    last = progress
+                    _update(store, job_id, progress=progress, message=f"step {done} of {total}")
+        code = proc.wait()
+    if code != 0:
+        tail = log.read_text(encoding="utf-8")[-600:]
+        _update(store, job_id, state="failed", message=f"exited with status {code}: {tail.strip()[-300:]}")
+        return
+    result = folder / "result"
+    try:
+        model = app.state.models.add(str(result), "reward" if kind == "reward" else None)
+    except Exception as err:  # the run succeeded; report why its result could not be added
+        _update(store, job_id, state="failed", progress=1.0, message=f"trained, but not loadable: {err}")
+        return
+    _update(store, job_id, state="done", progress=1.0, message="done", result={"path": str(result), "model": model})
+
+
+def jobs(app) -> list[dict]:
+    with app.state.store.engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(sa.select(t.jobs).order_by(t.jobs.c.id.desc()))]
+
+
+def job(app, job_id: str) -> dict:
+    with app.state.store.engine.connect() as c:
+        row = c.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+    if row is None:
+        raise NotFound(f"no job with id {job_id!r}", field="job_id")
+    return dict(row._mapping)

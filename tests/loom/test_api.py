@@ -1,0 +1,253 @@
+"""Every route of the loom's API, on the tiny model and a real SQLite file (PostgreSQL where marked)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from alignlab.loom.server import LoomSettings, check_binding, create_app  # noqa: E402
+
+
+@pytest.fixture
+def client(tmp_path):
+    app = create_app(LoomSettings(data_dir=tmp_path, models=["tiny"], annotator="tester"))
+    with TestClient(app) as c:
+        yield c
+
+
+def make_tree(client, prompt="The old lighthouse keeper"):
+    r = client.post("/api/trees", json={"prompt": prompt})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def generate(client, node_id, **body):
+    events = []
+    with client.stream("POST", f"/api/nodes/{node_id}/generate", json={"max_tokens": 6, "seed": 1, **body}) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line:
+                events.append(json.loads(line))
+    return events
+
+
+def test_trees_nodes_and_generation_stream(client):
+    tree = make_tree(client)
+    assert client.get("/api/trees").json()[0]["id"] == tree["id"]
+    events = generate(client, tree["root_id"], n=3)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "queued" and "start" in kinds and kinds[-1] == "done"
+    tokens = [e for e in events if e["type"] == "token"]
+    assert {e["row"] for e in tokens} == {0, 1, 2}
+    made = events[-1]["nodes"]
+    assert len(made) == 3 and all(n["source"] == "model" and n["model"] == "tiny" for n in made)
+    streamed = "".join(e["token"]["text"] for e in tokens if e["row"] == 0)
+    full = client.get(f"/api/nodes/{made[0]['id']}").json()
+    assert full["text"] == streamed and len(full["tokens"]) >= 1
+    assert full["tokens"][0]["alternatives"] and full["settings"]["max_tokens"] == 6
+    assert full["pressure"]["selection_bits"] == pytest.approx(math.log2(3))
+    got = client.get(f"/api/trees/{tree['id']}").json()
+    assert len(got["nodes"]) == 4 and "tokens" not in got["nodes"][1]
+    path = client.get(f"/api/nodes/{made[0]['id']}/path").json()
+    assert [n["id"] for n in path["nodes"]] == [tree["root_id"], made[0]["id"]]
+    assert len(client.get(f"/api/nodes/{tree['root_id']}/children").json()) == 3
+    again = generate(client, tree["root_id"], n=3)[-1]["nodes"]  # same seed, same texts
+    assert [n["text"] for n in again] == [n["text"] for n in made]
+
+
+def test_settings_are_inherited_down_a_branch(client):
+    tree = make_tree(client)
+    client.patch(f"/api/trees/{tree['id']}", json={"settings": {"temperature": 0.5}})
+    child = generate(client, tree["root_id"], n=1)[-1]["nodes"][0]
+    r = client.put(f"/api/nodes/{child['id']}/settings", json={"max_tokens": 3, "n": 2})
+    assert r.json()["temperature"] == 0.5 and r.json()["max_tokens"] == 3
+    grand = generate(client, child["id"], max_tokens=None)[-1]["nodes"]
+    assert len(grand) == 2 and all(len(client.get(f"/api/nodes/{g['id']}").json()["tokens"]) <= 3 for g in grand)
+    assert client.get(f"/api/nodes/{tree['root_id']}/settings").json()["max_tokens"] == 48
+
+
+def test_counterfactual_token_branches_with_its_intervention_bits(client):
+    tree = make_tree(client)
+    node = generate(client, tree["root_id"], n=1, max_tokens=4)[-1]["nodes"][0]
+    full = client.get(f"/api/nodes/{node['id']}").json()
+    alt_id, alt_text, alt_lp = full["tokens"][1]["alternatives"][-1]
+    r = client.post(f"/api/nodes/{node['id']}/counterfactual", json={"token_index": 1, "token_id": alt_id})
+    assert r.status_code == 201, r.text
+    branch = r.json()
+    assert branch["parent_id"] == tree["root_id"] and branch["source"] == "mixed"
+    assert branch["text"] == full["tokens"][0]["text"] + alt_text
+    assert branch["intervention_bits"] == pytest.approx(-alt_lp / math.log(2))
+    bad = client.post(f"/api/nodes/{node['id']}/counterfactual", json={"token_index": 1, "token_id": 999999})
+    assert bad.status_code == 422 and bad.json()["field"] == "token_id"
+
+
+def test_written_and_edited_text_costs_intervention_bits(client):
+    tree = make_tree(client)
+    typed = client.post(f"/api/nodes/{tree['root_id']}/children", json={"text": " was asleep."}).json()
+    assert typed["source"] == "human" and typed["intervention_bits"] > 1
+    model = generate(client, tree["root_id"], n=1, max_tokens=5)[-1]["nodes"][0]
+    edited = client.patch(f"/api/nodes/{model['id']}", json={"text": model["text"] + " zebra"}).json()
+    assert edited["source"] == "mixed" and 0 < edited["intervention_bits"]
+    assert len(client.get(f"/api/nodes/{model['id']}/revisions").json()) == 1
+    sibling = client.post(f"/api/nodes/{typed['id']}/sibling", json={"text": " was awake."}).json()
+    assert sibling["parent_id"] == tree["root_id"] and sibling["meta"]["edited_from"] == typed["id"]
+
+
+def test_organising_routes(client):
+    tree = make_tree(client)
+    node = client.post(f"/api/nodes/{tree['root_id']}/children", json={"text": " one two"}).json()
+    assert client.post(f"/api/nodes/{node['id']}/bookmark", json={"value": True}).json()["bookmarked"]
+    assert client.post(f"/api/nodes/{node['id']}/tags", json={"tag": "keep"}).json()["tags"] == ["keep"]
+    assert client.delete(f"/api/nodes/{node['id']}/tags/keep").json()["tags"] == []
+    assert client.put(f"/api/nodes/{node['id']}/note", json={"note": "n"}).json()["note"] == "n"
+    tail = client.post(f"/api/nodes/{node['id']}/split", json={"at": 4}).json()
+    assert tail["text"] == " two"
+    assert client.post(f"/api/nodes/{node['id']}/merge").json()["text"] == " one two"
+    assert client.get(f"/api/trees/{tree['id']}/search", params={"q": "ONE"}).json()[0]["id"] == node["id"]
+    assert client.post(f"/api/nodes/{node['id']}/archive", json={"value": True}).json()["archived"]
+    assert client.post(f"/api/nodes/{node['id']}/continue").json()["kind"] == "continue"
+    assert client.patch(f"/api/trees/{tree['id']}", json={"title": "Lighthouse"}).json()["title"] == "Lighthouse"
+
+
+def test_feedback_events_agreement_and_exports(client):
+    tree = make_tree(client)
+    a, b = generate(client, tree["root_id"], n=2)[-1]["nodes"]
+    for who, choice in (("ann", "a"), ("ben", "a"), ("cat", "b")):
+        r = client.post(f"/api/trees/{tree['id']}/feedback", headers={"X-Annotator": who},
+                        json={"kind": "compare", "payload": {"a": a["id"], "b": b["id"], "choice": choice}})
+        assert r.status_code == 201 and r.json()["author"] == who
+    client.post(f"/api/trees/{tree['id']}/feedback", json={"kind": "thumb", "node_id": a["id"], "payload": {"value": "up"}})
+    agreement = client.get(f"/api/trees/{tree['id']}/agreement").json()
+    assert agreement["shared_items"] == 3 and agreement["agreement"] == pytest.approx(1 / 3)
+    assert agreement["annotators"] == {"ann": 1, "ben": 1, "cat": 1}
+    events = client.get(f"/api/trees/{tree['id']}/events", params={"kind": "compare", "annotator": "ben"}).json()
+    assert len(events) == 1
+    pairs = client.get("/api/export/pairs").text.splitlines()
+    assert len(pairs) == 3 and json.loads(pairs[0])["kind"] == "pair"
+    trl = [json.loads(x) for x in client.get("/api/export/pairs", params={"style": "trl"}).text.splitlines()]
+    assert set(trl[0]) == {"prompt", "chosen", "rejected"}
+    assert len(client.get("/api/export/thumbs", params={"tree": tree["id"]}).text.splitlines()) == 1
+    assert len(client.get("/api/export/events").text.splitlines()) >= 6
+    assert client.get("/api/export/nonsense").status_code == 422
+    doc = client.get(f"/api/trees/{tree['id']}/loom.json").json()
+    assert doc["root"]["text"] == "The old lighthouse keeper" and len(doc["root"]["children"]) == 2
+    copy = client.post("/api/import/loom", json=doc)
+    assert copy.status_code == 201
+    assert len(client.get(f"/api/trees/{copy.json()['id']}").json()["nodes"]) == 3
+
+
+def test_next_tokens_view(client):
+    tree = make_tree(client)
+    view = client.get(f"/api/nodes/{tree['root_id']}/next-tokens", params={"breadth": 3, "depth": 2}).json()
+    assert len(view) == 3 and all(len(v["children"]) == 3 for v in view)
+    assert sum(v["probability"] for v in view) <= 1 + 1e-6
+    assert view[0]["probability"] >= view[1]["probability"] >= view[2]["probability"]
+    for v in view:
+        assert sum(c["probability"] for c in v["children"]) <= v["probability"] + 1e-6
+
+
+def test_steering_is_applied_and_recorded(client):
+    tree = make_tree(client)
+    plain = generate(client, tree["root_id"], n=1, max_tokens=8)[-1]["nodes"][0]
+    recipe = {"positive": "Love", "negative": "Hate", "layer": 1, "coefficient": 50.0}
+    steered = generate(client, tree["root_id"], n=1, max_tokens=8, steering=recipe)[-1]["nodes"][0]
+    assert steered["steering"] == recipe and plain["steering"] is None
+    assert steered["text"] != plain["text"]
+    bad = generate(client, tree["root_id"], n=1, steering={**recipe, "layer": 99})
+    assert bad[-1]["type"] == "error" and "layer 99" in bad[-1]["message"]
+
+
+def test_bad_requests_get_4xx_with_the_field(client):
+    tree = make_tree(client)
+    r = client.post("/api/trees", json={"prompt": 5})
+    assert r.status_code == 422 and r.json()["field"] == "prompt"
+    r = client.post(f"/api/trees/{tree['id']}/feedback", json={"kind": "compare", "payload": {"a": "x"}})
+    assert r.status_code == 422 and "'a'" in r.json()["detail"]
+    assert client.get("/api/nodes/nope").status_code == 404
+    assert client.post(f"/api/nodes/{tree['root_id']}/generate", json={"n": 99}).status_code == 422
+    assert client.post(f"/api/nodes/{tree['root_id']}/generate", json={"model": "other"}).status_code == 404
+    assert client.post(f"/api/nodes/{tree['root_id']}/archive", json={"value": True}).status_code == 409
+    assert client.post("/api/trees", json={"prompt": "x", "surprise": 1}).status_code == 422
+    assert client.post("/api/import/loom", json={"nothing": 1}).status_code == 422
+
+
+def test_models_queue_and_page(client):
+    assert client.get("/api/models").json()[0]["name"] == "tiny"
+    assert client.get("/api/queue").json() == {"waiting": 0}
+    assert client.post("/api/models", json={"name": "/no/such/folder"}).status_code == 422
+    page = client.get("/")
+    assert page.status_code == 200 and "alignlab loom" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/loom.js").status_code == 200
+
+
+def test_a_token_is_required_beyond_loopback(tmp_path):
+    with pytest.raises(ValueError, match="--token"):
+        check_binding("0.0.0.0", None)
+    check_binding("127.0.0.1", None)
+    check_binding("::1", None)
+    app = create_app(LoomSettings(data_dir=tmp_path, models=[], host="0.0.0.0", token="s3cret"))
+    with TestClient(app) as c:
+        assert c.get("/api/trees").status_code == 401
+        assert c.get("/api/trees", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        first = c.get("/", params={"token": "s3cret"})
+        assert first.status_code == 200
+        assert c.get("/api/trees").status_code == 200  # the cookie the page got
+
+
+def test_requests_beyond_capacity_queue_then_are_refused(tmp_path):
+    from alignlab.loom.generation import Busy, Worker
+
+    worker = Worker(max_queued=2)
+    gate = threading.Event()
+    first = worker.submit(lambda job: gate.wait(10))
+    second = worker.submit(lambda job: "second")
+    with pytest.raises(Busy, match="already waiting"):
+        worker.submit(lambda job: "third")
+    positions = []
+    gate.set()
+    assert second.done.wait(10) and second.result == "second" and first.result is True
+    while not second.events.empty():
+        event = second.events.get()
+        if event and event["type"] == "queued":
+            positions.append(event["position"])
+    assert positions == [2, 1]
+    worker.stop()
+
+
+def test_train_from_the_loom_then_use_the_result(client):
+    """Close the loop: record comparisons, train a reward model and DPO in the background, and
+    find both among the loom's models (the reward model scores nodes, the policy generates)."""
+    import time
+
+    tree = make_tree(client, "Describe the sea.")
+    nodes = generate(client, tree["root_id"], n=4)[-1]["nodes"]
+    for good, bad in ((0, 1), (2, 3), (0, 3), (2, 1)):
+        client.post(f"/api/trees/{tree['id']}/feedback",
+                    json={"kind": "compare", "payload": {"a": nodes[good]["id"], "b": nodes[bad]["id"], "choice": "a"}})
+    assert client.post("/api/train", json={"kind": "dpo", "data": ["thumbs"]}).status_code == 422
+    jobs = [client.post("/api/train", json={"kind": kind, "max_steps": 2, "data": ["pairs"]}).json()
+            for kind in ("reward", "dpo")]
+    assert all(j["state"] == "running" for j in jobs)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        states = [client.get(f"/api/jobs/{j['id']}").json() for j in jobs]
+        if all(s["state"] in ("done", "failed") for s in states):
+            break
+        time.sleep(1)
+    assert [s["state"] for s in states] == ["done", "done"], [s["message"] for s in states]
+    assert all(s["progress"] == 1.0 for s in states)
+    kinds = {m["name"]: m["kind"] for m in client.get("/api/models").json()}
+    reward_model, policy = states[0]["result"]["path"], states[1]["result"]["path"]
+    assert kinds[reward_model] == "reward" and kinds[policy] in ("policy", "adapter")
+    score = client.get(f"/api/nodes/{nodes[0]['id']}/reward", params={"model": reward_model}).json()
+    assert math.isfinite(score["reward"])
+    made = generate(client, tree["root_id"], n=1, model=policy)[-1]
+    assert made["type"] == "done" and made["nodes"][0]["model"] == policy
+    assert len(client.get("/api/jobs").json()) == 2

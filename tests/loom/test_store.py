@@ -1,0 +1,200 @@
+"""The loom's store on SQLite and PostgreSQL: schema, trees, edits, events, bits, concurrency."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from alignlab.loom.events import Conflict, Invalid, NotFound
+from alignlab.loom.ids import id_time, new_id
+
+EXPECTED = {
+    "trees": ["id", "title", "author", "settings", "archived", "meta", "created_at", "updated_at"],
+    "nodes": ["id", "tree_id", "parent_id", "text", "source", "author", "model", "settings", "seed", "steering",
+              "tokens", "finish_reason", "intervention_bits", "archived", "bookmarked", "note", "meta",
+              "created_at", "updated_at"],
+    "revisions": ["id", "node_id", "text", "source", "tokens", "author", "created_at"],
+    "tags": ["node_id", "tag"],
+    "events": ["id", "tree_id", "node_id", "kind", "author", "payload", "created_at"],
+    "jobs": ["id", "kind", "state", "progress", "message", "config", "result", "author", "created_at", "updated_at"],
+}
+INDEXES = {"nodes": {("tree_id",), ("parent_id",)}, "revisions": {("node_id",)}, "tags": {("tag",)},
+           "events": {("tree_id", "kind"), ("node_id",)}}
+
+
+def test_a_fresh_database_has_exactly_the_schema_of_the_migrations_and_the_code(store):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from alignlab.loom.schema import metadata
+
+    inspector = sa.inspect(store.engine)
+    tables = set(inspector.get_table_names())
+    assert tables == set(EXPECTED) | {"alembic_version"}
+    for table, columns in EXPECTED.items():
+        assert [c["name"] for c in inspector.get_columns(table)] == columns, table
+        indexes = {tuple(i["column_names"]) for i in inspector.get_indexes(table)}
+        assert indexes == INDEXES.get(table, set()), table
+    assert inspector.get_pk_constraint("tags")["constrained_columns"] == ["node_id", "tag"]
+    fks = {(f["constrained_columns"][0], f["referred_table"]) for f in inspector.get_foreign_keys("nodes")}
+    assert fks == {("tree_id", "trees"), ("parent_id", "nodes")}
+    with store.engine.connect() as c:
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001_initial"
+        diff = compare_metadata(MigrationContext.configure(c), metadata)
+    assert diff == []  # the migrations build what schema.py declares
+
+
+def test_opening_again_migrates_nothing_and_keeps_the_data(db_url, tmp_path):
+    from alignlab.loom.store import Store
+
+    first = Store.open(db_url, tmp_path)
+    tree = first.create_tree("Once upon a time", "ada")
+    first.close()
+    again = Store.open(db_url, tmp_path)
+    assert again.tree(tree["id"])["title"] == "Once upon a time"
+    again.close()
+
+
+def test_ids_sort_by_creation_time():
+    ids = [new_id() for _ in range(200)]
+    assert ids == sorted(ids) and len(set(ids)) == 200
+    assert all(len(i) == 26 for i in ids)
+    assert abs(id_time(ids[0]) - __import__("time").time()) < 5
+
+
+def test_tree_nodes_children_ancestry_and_text(store):
+    tree = store.create_tree("The door", "ada", settings={"temperature": 0.8})
+    root = tree["root_id"]
+    a, b = store.add_nodes(root, [{"text": " opened."}, {"text": " stayed shut."}], "ada")
+    c = store.add_nodes(a["id"], [{"text": " Light.", "source": "human"}], "bob", kind="write")[0]
+    assert [n["id"] for n in store.children(root)] == [a["id"], b["id"]]
+    assert store.text_of(c["id"]) == "The door opened. Light."
+    assert [n["id"] for n in store.ancestry(c["id"])] == [root, a["id"], c["id"]]
+    assert store.node(root)["children_count"] == 2
+    assert store.tree(tree["id"])["settings"] == {"temperature": 0.8}
+    listed = store.trees()
+    assert listed[0]["id"] == tree["id"] and listed[0]["nodes"] == 4 and listed[0]["root_id"] == root
+    kinds = [e["kind"] for e in store.events(tree["id"])]
+    assert kinds == ["create_tree", "generate", "write"]
+    with pytest.raises(NotFound, match="no node"):
+        store.children("nope")
+    with pytest.raises(Invalid, match="source"):
+        store.add_nodes(root, [{"text": "x", "source": "robot"}], "ada")
+    assert len(store.children(root)) == 2  # the failed insert left nothing behind
+
+
+def test_edit_keeps_revisions_and_makes_model_text_mixed(store):
+    tree = store.create_tree("Hello", "ada")
+    node = store.add_nodes(tree["root_id"], [{"text": " world", "tokens": [{"text": " world", "logprob": -1.0}]}],
+                           "ada")[0]
+    edited = store.edit(node["id"], " there, world", "bob")
+    assert edited["source"] == "mixed" and edited["tokens"] is None
+    revisions = store.revisions(node["id"])
+    assert [r["text"] for r in revisions] == [" world"] and revisions[0]["source"] == "model"
+    event = store.events(tree["id"], kinds=["edit"])[0]
+    assert event["payload"] == {"before": " world", "after": " there, world", "source_before": "model"}
+    assert event["author"] == "bob"
+
+
+def test_split_and_merge_round_trip(store):
+    tree = store.create_tree("A", "ada")
+    tokens = [{"text": " one", "logprob": -1.0}, {"text": " two", "logprob": -2.0}]
+    node = store.add_nodes(tree["root_id"], [{"text": " one two", "tokens": tokens}], "ada")[0]
+    kid = store.add_nodes(node["id"], [{"text": " three"}], "ada")[0]
+    tail = store.split(node["id"], 4, "ada")
+    assert store.node(node["id"])["text"] == " one" and tail["text"] == " two"
+    assert store.node(node["id"])["tokens"] == tokens[:1] and tail["tokens"] == tokens[1:]
+    assert store.node(kid["id"])["parent_id"] == tail["id"]
+    assert store.text_of(kid["id"]) == "A one two three"
+    merged = store.merge(node["id"], "ada")
+    assert merged["text"] == " one two" and merged["tokens"] == tokens
+    assert store.node(kid["id"])["parent_id"] == node["id"]
+    assert store.node(tail["id"])["archived"] is True
+    with pytest.raises(Invalid, match="cut inside"):
+        store.split(node["id"], 0, "ada")
+    store.add_nodes(node["id"], [{"text": " four"}], "ada")
+    with pytest.raises(Conflict, match="exactly one"):
+        store.merge(node["id"], "ada")
+
+
+def test_flags_tags_notes_search(store):
+    tree = store.create_tree("Cats and dogs", "ada")
+    node = store.add_nodes(tree["root_id"], [{"text": " 100% of cats_sleep"}], "ada")[0]
+    assert store.set_flag(node["id"], "bookmarked", True, "ada")["bookmarked"] is True
+    assert store.set_flag(node["id"], "archived", True, "ada")["archived"] is True
+    assert store.children(tree["root_id"]) == [] and len(store.children(tree["root_id"], include_archived=True)) == 1
+    with pytest.raises(Conflict, match="root"):
+        store.set_flag(tree["root_id"], "archived", True, "ada")
+    assert store.tag(node["id"], "funny", "ada")["tags"] == ["funny"]
+    assert store.tag(node["id"], "funny", "ada", remove=True)["tags"] == []
+    assert store.set_note(node["id"], "check this", "ada")["note"] == "check this"
+    assert [n["id"] for n in store.search(tree["id"], "CATS_")] == [node["id"]]
+    assert [n["id"] for n in store.search(tree["id"], "100%")] == [node["id"]]
+    assert store.search(tree["id"], "1_0") == []  # LIKE wildcards are escaped
+    kinds = [e["kind"] for e in store.events(tree["id"])]
+    assert kinds == ["create_tree", "generate", "bookmark", "archive", "tag", "untag", "note"]
+
+
+def test_feedback_is_validated_and_the_log_is_append_only(store):
+    tree = store.create_tree("Q", "ada")
+    a, b = store.add_nodes(tree["root_id"], [{"text": " yes"}, {"text": " no"}], "ada")
+    event = store.record(tree["id"], "compare", {"a": a["id"], "b": b["id"], "choice": "a"}, "ada")
+    assert event["payload"] == {"a": a["id"], "b": b["id"], "choice": "a", "strength": 1.0}
+    with pytest.raises(Invalid, match="'choice'"):
+        store.record(tree["id"], "compare", {"a": a["id"], "b": b["id"], "choice": "maybe"}, "ada")
+    with pytest.raises(Invalid, match="'b' must be the id of a node of this tree"):
+        store.record(tree["id"], "compare", {"a": a["id"], "b": "elsewhere", "choice": "a"}, "ada")
+    with pytest.raises(Invalid, match="unknown feedback kind"):
+        store.record(tree["id"], "generate", {}, "ada")
+    with pytest.raises(Invalid, match="'value'"):
+        store.record(tree["id"], "rating", {"value": 9}, "ada", node_id=a["id"])
+    other = store.create_tree("Other", "ada")
+    with pytest.raises(Invalid, match="not a node of tree"):
+        store.record(other["id"], "thumb", {"value": "up"}, "ada", node_id=a["id"])
+    count = store.count_events()
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        with store.engine.begin() as c:
+            c.execute(sa.text("UPDATE events SET kind = 'x'"))
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        with store.engine.begin() as c:
+            c.execute(sa.text("DELETE FROM events"))
+    assert store.count_events() == count
+
+
+def test_selection_and_intervention_bits_along_a_path(store):
+    tree = store.create_tree("P", "ada")
+    kids = store.add_nodes(tree["root_id"], [{"text": f" {i}"} for i in range(4)], "ada")
+    grand = store.add_nodes(kids[0]["id"], [{"text": " x"}, {"text": " y"}], "ada")
+    typed = store.add_nodes(grand[1]["id"], [{"text": " mine", "source": "human", "intervention_bits": 7.5}], "ada",
+                            kind="write")[0]
+    path = store.pressure(typed["id"])
+    assert [p["selection_bits"] for p in path] == [0.0, 2.0, 1.0, 0.0]
+    assert [p["intervention_bits"] for p in path] == [0.0, 0.0, 0.0, 7.5]
+    assert path[-1]["selection_total"] == pytest.approx(3.0) and path[-1]["intervention_total"] == 7.5
+    assert math.isclose(store.pressure(kids[0]["id"])[-1]["selection_total"], 2.0)
+
+
+def test_twenty_concurrent_writers_lose_no_event(store):
+    tree = store.create_tree("Concurrent", "ada")
+    a, b = store.add_nodes(tree["root_id"], [{"text": " a"}, {"text": " b"}], "ada")
+    before = store.count_events()
+    errors = []
+
+    def write(k: int) -> None:
+        try:
+            for i in range(10):
+                store.record(tree["id"], "compare", {"a": a["id"], "b": b["id"], "choice": "ab"[i % 2]}, f"user{k}")
+        except Exception as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert store.count_events() == before + 200
+    assert len({e["author"] for e in store.events(tree["id"], kinds=["compare"])}) == 20
