@@ -43,10 +43,11 @@ What each side computes per iteration (rollout batch B, response length R, minib
 
     alignlab                                         TRL 1.12
     1. generate: its KV-cache sampler, R steps       1. generate: transformers' generate(), R steps,
-       (logits of the last position only)               keeping every step's (B, V) scores
-    2. policy + value: ONE body pass (both heads),   2. policy log-probs from the generation scores
-       logits of the response positions only            (no pass); value: a pass of the separate
-       (plus the entropy of each position)              value model's backbone
+       (logits of the last position only), keeping      keeping every step's (B, V) scores
+       each drawn token's log-prob and entropy
+    2. policy log-probs from the sampler (no pass);  2. policy log-probs from the generation scores
+       value: a body pass of the policy (no output      (no pass); value: a pass of the separate
+       layer)                                           value model's backbone
     3. reference pass (response logits only)         3. reference pass (logits of every position)
     4. reward model pass (re-tokenized text)         4. reward model pass (the token ids)
     5. per-token KL rewards, GAE, whitening          5. the same

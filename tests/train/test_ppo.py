@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
 from alignlab.data import Demonstration, write_feedback
 from alignlab.fileio import read_jsonl
@@ -96,3 +97,42 @@ def test_two_processes_match_one_with_one_minibatch(toy, tmp_path):
     assert len(one) == 2
     for a, b in zip(get(one), get(two)):
         assert a == pytest.approx(b, rel=1e-3, abs=1e-5)
+
+
+@pytest.mark.parametrize("vocabulary", [False, True])
+def test_the_samplers_log_probs_and_entropies_are_the_policy_pass_ones(tiny, vocabulary, tmp_path):
+    """PPO takes the rollout's log-probs and entropies from the sampler (as TRL takes them from
+    generate()'s scores) instead of a second pass: they must equal what the training pass computes."""
+    import copy
+
+    from alignlab.models import SampleConfig, sample
+    from alignlab.models.vocab import VocabularySubset, restrict_vocabulary
+    from alignlab.train.policy import Example, batch_tensors
+    from alignlab.train.ppo import PolicyAndValue, _per_position
+
+    model, tokenizer = tiny
+    model = copy.deepcopy(model)
+    if vocabulary:
+        kept = set(range(5000)) | set(tokenizer.all_special_ids)
+        restrict_vocabulary(model, VocabularySubset(kept, model.config.vocab_size, tokenizer))
+    prompts = ["The cat sat", "Once upon a time there was", "A"]
+    done = sample(model, tokenizer, prompts, SampleConfig(max_new_tokens=7, temperature=0.7, seed=3, alternatives=0,
+                                                          entropy=True))
+    examples = [Example(c.prompt, c.prompt_ids, c.token_ids) for c in done]
+    ids, mask, target = batch_tensors(examples, tokenizer.pad_token_id)
+    module = PolicyAndValue(model)
+    with torch.no_grad():
+        logps, _ = module(ids, mask, target, 0.7)
+        z = module.policy(input_ids=ids, attention_mask=mask).logits[:, :-1].float() / 0.7
+        if vocabulary:
+            from alignlab.models.vocab import vocabulary as kept
+
+            z = z[..., kept(model).ids]
+        lp = torch.log_softmax(z, -1)
+        plain_entropy = torch.zeros(ids.shape)
+        plain_entropy[:, 1:] = -(lp.exp() * lp).sum(-1)
+    sampled = _per_position([[t.sample_logprob for t in c.tokens] for c in done], target)
+    entropies = _per_position([[t.entropy for t in c.tokens] for c in done], target)
+    assert torch.allclose(sampled, logps, atol=1e-4)
+    assert torch.allclose(entropies, plain_entropy * target, atol=1e-4)
+    assert target.sum() == sum(len(c.tokens) for c in done)

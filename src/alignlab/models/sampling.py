@@ -43,6 +43,8 @@ class SampleConfig:
     """Row i of a batch samples with seed + i, so results reproduce and do not depend on batching."""
     alternatives: int = 5
     """How many top alternatives (by raw log-prob) to record for each generated token."""
+    entropy: bool = field(default=False, metadata={"cli": False})
+    """Also record the entropy of each step's sampling distribution (temperature applied; top-k/top-p not)."""
 
     def check(self) -> None:
         """Refuse settings that cannot work, naming the field."""
@@ -79,11 +81,15 @@ class Token:
     sample_logprob: float
     """Log-prob under the distribution sampled from (after temperature, top-k, top-p)."""
     alternatives: list[Alternative]
+    entropy: float | None = None
+    """Entropy (nats) of the distribution at temperature this token was drawn from, when asked for."""
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "text": self.text, "logprob": self.logprob,
-                "sample_logprob": self.sample_logprob,
-                "alternatives": [[a.id, a.text, a.logprob] for a in self.alternatives]}
+        out = {"id": self.id, "text": self.text, "logprob": self.logprob, "sample_logprob": self.sample_logprob,
+               "alternatives": [[a.id, a.text, a.logprob] for a in self.alternatives]}
+        if self.entropy is not None:
+            out["entropy"] = self.entropy
+        return out
 
 
 @dataclass
@@ -327,6 +333,9 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
     for step in range(config.max_new_tokens):
         banned = sorted(stops if subset is None else stops_local) if step < config.min_new_tokens else ()
         ids, raw_lp, sample_lp, raw = choose_tokens(logits, config, generators, banned)
+        if config.entropy:
+            z = logits / config.temperature if config.temperature > 0 else logits
+            entropies = (torch.logsumexp(z, -1) - (torch.softmax(z, -1) * z).sum(-1)).tolist()  # (B,)
         if config.alternatives:
             alt_lp, alt_ids = torch.topk(raw, min(config.alternatives, raw.shape[-1]), dim=-1)  # (B, A)
             if subset is not None:
@@ -356,7 +365,8 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
                 finish = "length"
             alternatives = [Alternative(i, piece(i), lp)
                             for lp, i in zip(alt_lp[r], alt_ids[r])] if config.alternatives else []
-            token = Token(token_id, text, raw_list[r], sample_list[r], alternatives)
+            token = Token(token_id, text, raw_list[r], sample_list[r], alternatives,
+                          entropies[r] if config.entropy else None)
             yield TokenEvent(r, len(generated[r]) - 1, token, finish, stop_hit)
             if finish:
                 active[r] = False

@@ -78,15 +78,36 @@ class OutputTargetLogProbs(torch.autograd.Function):
         grad_bias = gz.sum(1).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
         gz = gz.to(weight.dtype)
         grad_h = (gz.T @ weight).to(ctx.h_dtype) if ctx.needs_input_grad[0] else None  # (n, D)
-        grad_w = gz @ hm if ctx.needs_input_grad[1] or ctx.sink else None  # (V, D)
+        grad_w = None
         if ctx.sink:  # the parameter itself (see the class docstring)
             param = ctx.sink[0]
             if param.grad is None:
-                param.grad = grad_w
+                param.grad = _rows_times(gz, hm)
             else:
-                param.grad.add_(grad_w)
-            grad_w = None
+                if param.grad.is_sparse:
+                    param.grad = param.grad.to_dense()
+                _rows_times(gz, hm, accumulate=param.grad)
+        elif ctx.needs_input_grad[1]:
+            grad_w = _rows_times(gz, hm)  # (V, D)
         return grad_h, grad_w, grad_bias, None, None, None, None
+
+
+GRAD_ROWS = 32768
+"""Rows of the weight's gradient computed per product: MKL runs (V, n) @ (n, D) ~1.3x faster in
+blocks of this many rows than in one call here (0.73 s vs 0.94 s for the embedded model's
+262,144 rows at n = 128)."""
+
+
+def _rows_times(gz: torch.Tensor, h: torch.Tensor, accumulate: torch.Tensor | None = None) -> torch.Tensor:
+    """``gz @ h`` (V, D) in row blocks; added into ``accumulate`` in place when given."""
+    out = torch.empty(gz.shape[0], h.shape[1], dtype=gz.dtype, device=gz.device) if accumulate is None else accumulate
+    for start in range(0, gz.shape[0], GRAD_ROWS):
+        block = slice(start, start + GRAD_ROWS)
+        if accumulate is None:
+            torch.mm(gz[block], h, out=out[block])
+        else:
+            out[block].addmm_(gz[block], h)
+    return out
 
 
 def target_logprobs(model, h: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -123,33 +144,6 @@ def _output_layer(model):
         weight = subset.rows(weight)
         bias = bias[subset.ids] if bias is not None else None
     return weight, bias, getattr(model.config, "final_logit_softcapping", None)
-
-
-@torch.no_grad()
-def target_logprobs_and_entropy(model, h: torch.Tensor, targets: torch.Tensor,
-                                temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``target_logprobs`` and the entropy (n,) of each position's distribution at
-    ``temperature``, without gradients (a rollout's bookkeeping), in the same (V, n) layout."""
-    weight, bias, cap = _output_layer(model)
-    logps, entropies = [], []
-    for start in range(0, h.shape[0], LOGIT_CHUNK):
-        hm = h[start:start + LOGIT_CHUNK].to(weight.dtype)
-        z = (weight @ hm.T).float()  # (V, n)
-        if bias is not None:
-            z += bias.float()[:, None]
-        if cap:
-            z = torch.tanh(z / cap) * cap
-        if temperature != 1.0:
-            z /= temperature
-        z -= torch.logsumexp(z, 0, keepdim=True)
-        chunk = targets[start:start + LOGIT_CHUNK]
-        logps.append(z[chunk, torch.arange(len(chunk), device=z.device)])
-        entropies.append(-(z.exp() * z).sum(0))
-        del z
-    if not logps:
-        empty = h.new_zeros(0, dtype=torch.float32)
-        return empty, empty
-    return torch.cat(logps), torch.cat(entropies)
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,

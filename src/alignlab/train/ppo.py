@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from alignlab.models.forward import body_hidden_states, decoder
-from alignlab.models.scoring import target_logprobs, target_logprobs_and_entropy
+from alignlab.models.scoring import target_logprobs
 from alignlab.models.vocab import vocabulary
 from alignlab.runs import Run
 from alignlab.train.options import LoraOptions, VocabularyOptions
@@ -123,8 +123,17 @@ class PolicyAndValue(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, temperature: float,
-                entropy: bool = False):
+    def values(self, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Values (B, T) at the response positions from a body pass alone (no output layer): the
+        rollout's log-probs come from the sampler, which computed them while drawing the tokens."""
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = body_hidden_states(decoder(self.policy), ids, mask, positions)
+        select = target[:, 1:].bool()
+        values = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+        values[:, 1:] = values[:, 1:].masked_scatter(select, self.value_head(hidden[:, :-1][select].float())[:, 0])
+        return values
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, temperature: float):
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         hidden = body_hidden_states(decoder(self.policy), ids, mask, positions)  # shared prefixes once, packed
         select = target[:, 1:].bool()  # (B, T-1): hidden at t-1 predicts token t
@@ -133,19 +142,12 @@ class PolicyAndValue(nn.Module):
         subset = vocabulary(self.policy)
         if subset is not None:  # logits cover a kept subset of the vocabulary (models/vocab.py)
             tokens = subset.to_local(tokens)
-        if entropy:  # the rollout's pass (no gradient)
-            logps, ents = target_logprobs_and_entropy(self.policy, h, tokens, temperature)  # (N,), (N,)
-        else:
-            logps = target_logprobs(self.policy, h, tokens, temperature)  # (N,)
+        logps = target_logprobs(self.policy, h, tokens, temperature)  # (N,)
         out_lp = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
         out_lp[:, 1:] = out_lp[:, 1:].masked_scatter(select, logps)
         values = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
         values[:, 1:] = values[:, 1:].masked_scatter(select, self.value_head(h.float())[:, 0])
-        if not entropy:
-            return out_lp, values
-        ent = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-        ent[:, 1:] = ent[:, 1:].masked_scatter(select, ents)
-        return out_lp, values, ent
+        return out_lp, values
 
 
 def global_whiten(values: torch.Tensor, mask: torch.Tensor, accelerator, shift_mean: bool = True) -> torch.Tensor:
@@ -205,8 +207,10 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     scheduler = linear_schedule(optimizer, 0, total_updates)
     kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target
               else FixedKLController(config.kl_coef))
+    # Temperature only (no top-k/top-p), so the sampler's log-prob of each drawn token is the
+    # policy's log-prob under the distribution PPO optimises; it records them, and their entropy.
     sampling = SampleConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed,
-                            alternatives=0, stop=list(config.stop))
+                            alternatives=0, stop=list(config.stop), entropy=True)
 
     start, ledger = 0, []
     checkpoint = latest_checkpoint(run.path) if config.resume else None
@@ -242,9 +246,14 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
         if config.missing_eos_penalty:
             scores = torch.where(has_eos, scores, scores - config.missing_eos_penalty)
 
-        # 3. per-token rewards: -beta * KL estimate at every token, plus the score at the last one
+        # 3. per-token rewards: -beta * KL estimate at every token, plus the score at the last one.
+        # The policy's log-probs (and entropies) are the sampler's, as TRL takes them from generate()'s
+        # scores: computed from the same weights, with a KV cache instead of one full pass (equal up to
+        # float rounding, ~1e-6); the values need a body pass, but not the 262k-wide output layer.
         with torch.no_grad():
-            old_logps, old_values, entropy = wrapped(ids, mask, target, config.temperature, entropy=True)  # (b, T)
+            old_logps = _per_position([[t.sample_logprob for t in c.tokens] for c in completions], target)  # (b, T)
+            entropy = _per_position([[t.entropy for t in c.tokens] for c in completions], target)  # (b, T)
+            old_values = module.values(ids, mask, target)  # (b, T)
             ref_logps = reference.token_logprobs(ids, mask, target, config.temperature)  # (b, T)
         kl_tokens = (kl_k1 if config.kl_estimator == "k1" else kl_k3)(old_logps, ref_logps) * tmask
         rewards = -kl_ctl.value * kl_tokens
@@ -345,6 +354,16 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
                    score=final.get("objective/scores"), kl_coef=kl_ctl.value)
     accelerator.wait_for_everyone()
     return run
+
+
+def _per_position(rows: list[list[float]], target: torch.Tensor) -> torch.Tensor:
+    """Per-token values of each response placed at its row's target positions (B, T), 0 elsewhere."""
+    counts = target.bool().sum(-1).tolist()
+    if counts != [len(row) for row in rows]:
+        raise RuntimeError(f"response lengths {[len(r) for r in rows]} differ from the batch's {counts}")
+    out = torch.zeros(target.shape, dtype=torch.float32, device=target.device)
+    flat = torch.tensor([v for row in rows for v in row], dtype=torch.float32, device=target.device)
+    return out.masked_scatter(target.bool(), flat)
 
 
 def _check(config: PPOConfig) -> None:
