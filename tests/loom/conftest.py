@@ -93,3 +93,38 @@ def store(db_url, tmp_path):
     s = Store.open(db_url, tmp_path)
     yield s
     s.close()
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's Chromium (Playwright's own browser download does not work here)."""
+    return {**browser_type_launch_args, "executable_path": shutil.which("chromium") or "/usr/bin/chromium",
+            "headless": True, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture
+def live_loom(tmp_path):
+    """The loom served by uvicorn on 127.0.0.1 and a free port, on the tiny model: (url, store)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from alignlab.loom.server import LoomSettings, create_app
+
+    app = create_app(LoomSettings(data_dir=tmp_path, models=["tiny"], annotator="tester"))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}/", app.state.store
+    server.should_exit = True
+    thread.join(10)

@@ -26,6 +26,7 @@ from alignlab.runs import Run
 from alignlab.train.options import LoraOptions, OptimOptions, RunOptions, VocabularyOptions
 from alignlab.train.components import DPO_LOSSES, kto_loss, make_dpo_robust, sft_term
 from alignlab.train.hooks import Hooks, StepContext
+from alignlab.train.loop import keep_freed_memory
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule,
                                  load_checkpoint, optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients,
                                  truncate_metrics)
@@ -185,6 +186,7 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
         if accelerator.is_main_process:
             torch.save((ref_first, ref_second), cache)
 
+    keep_freed_memory()  # reuse freed blocks: no page faults every step (train/loop.py)
     if world == 1:
         sparse_embedding_gradients(model)  # exact; saves a dense 262k-row gradient a step
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}

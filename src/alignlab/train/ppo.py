@@ -33,6 +33,7 @@ from alignlab.train.options import LoraOptions, VocabularyOptions
 from alignlab.train.components import (AdaptiveKLController, FixedKLController, clipped_policy_loss,
                                        clipped_value_loss, gae, kl_k1, kl_k3, masked_mean)
 from alignlab.train.hooks import Hooks, StepContext
+from alignlab.train.loop import keep_freed_memory
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.policy import (Example, Reference, batch_tensors, load_policy, save_policy, save_snapshot,
@@ -197,6 +198,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     if run is None:
         run = Run.create("ppo", config, seed=config.seed) if accelerator.is_main_process else None
         run = broadcast_run(accelerator, run)
+    keep_freed_memory()  # reuse freed blocks: no page faults every step (train/loop.py)
     if world == 1:
         sparse_embedding_gradients(policy)  # exact; saves a dense 262k-row gradient a step
     trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}

@@ -24,6 +24,7 @@ from alignlab.runs import Run
 from alignlab.train.options import OptimOptions, RunOptions
 from alignlab.train.components import centering_loss, choice_nll, rating_loss
 from alignlab.train.hooks import Hooks, StepContext
+from alignlab.train.loop import keep_freed_memory
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
                                  reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.reward_model import (RewardModel, configure_trainable, pad_right, save_reward_model,
@@ -294,6 +295,7 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
 
     choice_set, n_records = load_choices(config, policy_sampler)
     configure_trainable(rm, config.mode, config.last_layers, config.lora_r, config.lora_alpha)
+    keep_freed_memory()  # reuse freed blocks: no page faults every step (train/loop.py)
     if world == 1:
         sparse_embedding_gradients(rm.lm)  # the head never runs the output layer: only the batch's rows
     rm.to(accelerator.device)

@@ -18,6 +18,7 @@ import torch
 from alignlab.runs import Run
 from alignlab.train.options import LoraOptions, OptimOptions, RunOptions, VocabularyOptions
 from alignlab.train.hooks import Hooks, StepContext
+from alignlab.train.loop import keep_freed_memory
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_policy, make_example, measure_kl,
@@ -77,6 +78,7 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
         run = Run.create("sft", config, seed=config.seed) if accelerator.is_main_process else None
         run = broadcast_run(accelerator, run)
 
+    keep_freed_memory()  # reuse freed blocks: no page faults every step (train/loop.py)
     if world == 1:
         sparse_embedding_gradients(model)  # exact; saves a dense 262k-row gradient a step
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}

@@ -65,6 +65,8 @@ async function openTree(treeId, nodeId) {
     if (!state.kids.has(n.parent_id)) state.kids.set(n.parent_id, []);
     state.kids.get(n.parent_id).push(n.id);
   }
+  renderExports();
+  renderEvents();
   await select(nodeId && state.nodes.has(nodeId) ? nodeId : (state.current && state.nodes.has(state.current) ? state.current : state.tree.tree.root_id));
 }
 
@@ -74,22 +76,39 @@ function children(id, archived = false) {
 
 async function select(id) {
   state.current = id;
+  markSeen(id);
   const node = state.nodes.get(id);
   if (node && node.parent_id) state.lastChild.set(node.parent_id, id);
   location.hash = `tree=${state.tree.tree.id}&node=${id}`;
   renderTree();
   await renderReader();
+  await showSettings();
+  $("note").value = node ? node.note : "";
 }
 
 // --- views ------------------------------------------------------------------------------------
 
+function seen() {
+  const key = `loom-seen-${state.tree.tree.id}`;
+  return new Set(JSON.parse(localStorage.getItem(key) || "[]"));
+}
+
+function markSeen(id) {
+  const key = `loom-seen-${state.tree.tree.id}`;
+  const ids = seen();
+  ids.add(id);
+  localStorage.setItem(key, JSON.stringify([...ids]));
+}
+
 function renderTree() {
+  if (!$("graph-view").hidden) renderGraph();
+  const read = seen();
   const root = state.tree.tree.root_id;
   const outline = el("ul", {class: "outline"});
   const walk = (id, into, depth) => {
     const n = state.nodes.get(id);
     const kids = children(id);
-    const label = el("span", {class: `label src-${n.source}` + (id === state.current ? " current" : "") + (n.bookmarked ? " bookmarked" : ""),
+    const label = el("span", {class: `label src-${n.source}` + (id === state.current ? " current" : "") + (n.bookmarked ? " bookmarked" : "") + (read.has(id) ? "" : " unread"),
                               dataset: {id}, onclick: () => select(id)},
                      (n.text.trim().slice(0, 40) || "(empty)") + (kids.length ? ` [${kids.length}]` : ""));
     const item = el("li", {}, label);
@@ -102,6 +121,51 @@ function renderTree() {
   };
   walk(root, outline, 0);
   $("tree-view").replaceChildren(outline);
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+const COLOURS = {prompt: "#777", human: "#1a5fb4", mixed: "#6a3d9a", model: "#e08a00"};
+
+function renderGraph() {
+  // Layered layout: x by depth, y by the order leaves are met in a depth-first walk.
+  const svg = $("graph-view");
+  const place = new Map();
+  let row = 0;
+  const walk = (id, depth) => {
+    const kids = children(id);
+    if (!kids.length) { place.set(id, [depth, row++]); return; }
+    kids.forEach((k) => walk(k, depth + 1));
+    const ys = kids.map((k) => place.get(k)[1]);
+    place.set(id, [depth, (Math.min(...ys) + Math.max(...ys)) / 2]);
+  };
+  walk(state.tree.tree.root_id, 0);
+  const shapes = [];
+  for (const [id, [d, y]] of place) {
+    const parent = state.nodes.get(id).parent_id;
+    if (parent && place.has(parent)) {
+      const [pd, py] = place.get(parent);
+      const line = document.createElementNS(SVG, "line");
+      Object.entries({x1: 14 + pd * 36, y1: 14 + py * 22, x2: 14 + d * 36, y2: 14 + y * 22, stroke: "#bbb"})
+        .forEach(([k, v]) => line.setAttribute(k, v));
+      shapes.push(line);
+    }
+  }
+  for (const [id, [d, y]] of place) {
+    const n = state.nodes.get(id);
+    const dot = document.createElementNS(SVG, "circle");
+    Object.entries({cx: 14 + d * 36, cy: 14 + y * 22, r: id === state.current ? 8 : 6, fill: COLOURS[n.source],
+                    stroke: n.bookmarked ? "#d4a000" : "white", "stroke-width": 2}).forEach(([k, v]) => dot.setAttribute(k, v));
+    dot.dataset.id = id;
+    const tip = document.createElementNS(SVG, "title");
+    tip.textContent = n.text.slice(0, 120);
+    dot.append(tip);
+    dot.addEventListener("click", () => select(id));
+    shapes.push(dot);
+  }
+  const depth = Math.max(...[...place.values()].map(([d]) => d));
+  svg.setAttribute("width", 28 + depth * 36);
+  svg.setAttribute("height", 28 + row * 22);
+  svg.replaceChildren(...shapes);
 }
 
 function shade(logprob) {
@@ -137,9 +201,24 @@ async function renderReader() {
   renderChildren();
 }
 
+function orderedChildren() {
+  const kids = children(state.current);
+  const order = state.order && state.order.parent === state.current ? state.order.ids.filter((k) => kids.includes(k)) : [];
+  return [...order, ...kids.filter((k) => !order.includes(k))];
+}
+
+function moveUp(id) {
+  const ids = orderedChildren();
+  const at = ids.indexOf(id);
+  if (at > 0) [ids[at - 1], ids[at]] = [ids[at], ids[at - 1]];
+  state.order = {parent: state.current, ids};
+  renderChildren();
+}
+
 function renderChildren() {
   const box = $("children");
-  const kids = children(state.current);
+  box.className = $("side-by-side").checked ? "side-by-side" : "";
+  const kids = orderedChildren();
   box.replaceChildren(...kids.map((id, i) => {
     const n = state.nodes.get(id);
     const model = state.models.find((m) => m.name === n.model);
@@ -147,7 +226,8 @@ function renderChildren() {
     tick.checked = state.compare.includes(id);
     tick.addEventListener("change", () => toggleCompare(id, tick.checked));
     const text = el("div", {class: "child-text", onclick: () => openChild(id)}, n.text || "(empty)");
-    const card = el("div", {class: `child src-${n.source}`, dataset: {id}}, el("span", {class: "rank"}, `${i + 1}`), tick, text);
+    const up = el("button", {class: "up", title: "move up", onclick: () => moveUp(id)}, "▲");
+    const card = el("div", {class: `child src-${n.source}`, dataset: {id}}, el("span", {class: "rank"}, `${i + 1}`), up, tick, text);
     if (model) card.style.borderLeftColor = model.colour;
     return card;
   }));
@@ -191,16 +271,21 @@ async function nextTokens() {
 // --- generation ---------------------------------------------------------------------------------
 
 async function generate() {
-  const body = {n: +$("gen-n").value, max_tokens: +$("gen-max").value, temperature: +$("gen-temp").value,
-                top_p: +$("gen-top-p").value};
-  if ($("gen-seed").value !== "") body.seed = +$("gen-seed").value;
+  const body = barSettings();
   if ($("model-select").value) body.model = $("model-select").value;
   if ($("steer-on").checked) body.steering = {positive: $("steer-pos").value, negative: $("steer-neg").value,
                                               layer: +$("steer-layer").value, coefficient: +$("steer-coef").value};
   const response = await api(`/nodes/${state.current}/generate`, {method: "POST", body: JSON.stringify(body)});
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
-  const live = Array.from({length: body.n}, () => el("div", {class: "child streaming"}));
+  const stopped = new Map();  // row -> [token index, characters] where the person hit stop
+  const counts = Array.from({length: body.n}, () => [0, 0]);
+  const live = Array.from({length: body.n}, (_, row) => {
+    const text = el("span", {class: "stream-text"});
+    const stop = el("button", {class: "e-stop", title: "stop here: this continuation should have ended now"}, "■");
+    stop.addEventListener("click", () => { stopped.set(row, [...counts[row]]); stop.disabled = true; text.classList.add("stopped"); });
+    return el("div", {class: "child streaming"}, stop, text);
+  });
   $("children").append(...live);
   let buffer = "";
   for (;;) {
@@ -213,9 +298,18 @@ async function generate() {
       buffer = buffer.slice(cut + 1);
       if (event.type === "queued") status(`queued: position ${event.position}`);
       else if (event.type === "start") status("generating…");
-      else if (event.type === "token") live[event.row].append(document.createTextNode(event.token.text));
+      else if (event.type === "token") {
+        if (!stopped.has(event.row)) live[event.row].querySelector(".stream-text").append(document.createTextNode(event.token.text));
+        counts[event.row] = [event.index + 1, counts[event.row][1] + event.token.text.length];
+      }
       else if (event.type === "error") status(event.message, true);
-      else if (event.type === "done") { status(`${event.nodes.length} continuations`); await openTree(state.tree.tree.id, state.current); }
+      else if (event.type === "done") {
+        for (const [row, [index, chars]] of stopped) {
+          await feedback("stop", {token_index: index, char: chars}, event.nodes[row].id);
+        }
+        status(`${event.nodes.length} continuations` + (stopped.size ? `, ${stopped.size} stopped` : ""));
+        await openTree(state.tree.tree.id, state.current);
+      }
     }
   }
 }
@@ -274,8 +368,119 @@ function renderCompare() {
 }
 
 async function rankChildren() {
-  const order = children(state.current);
+  const order = orderedChildren();
   if (order.length >= 2) await feedback("rank", {order});
+}
+
+// --- export, training, the feedback log -------------------------------------------------------
+
+const EXPORTS = ["pairs", "rankings", "process", "thumbs", "ratings", "stops", "spans", "critiques", "demonstrations", "edits", "events"];
+
+function renderExports() {
+  const tree = state.tree.tree.id;
+  const links = EXPORTS.map((k) => el("a", {href: `/api/export/${k}?tree=${tree}`, download: `${k}.jsonl`, class: "export"}, k));
+  links.push(el("a", {href: `/api/trees/${tree}/loom.json`, download: `${tree}.json`, class: "export"}, "Loom JSON"));
+  $("export-links").replaceChildren(...links);
+}
+
+async function train(kind) {
+  const job = await send("POST", "/train", {kind, max_steps: +$("train-steps").value, data: ["pairs", "process"],
+                                            trees: [state.tree.tree.id]});
+  status(`training job ${job.id} started`);
+  pollJobs();
+}
+
+async function pollJobs() {
+  const jobs = await getJSON("/jobs");
+  $("jobs").replaceChildren(...jobs.map((j) => el("div", {class: `job ${j.state}`},
+    `${j.kind}: ${j.state} ${(100 * j.progress).toFixed(0)}% ${j.message}`)));
+  if (jobs.some((j) => j.state === "running")) setTimeout(pollJobs, 2000);
+  else await loadModels();
+}
+
+async function renderEvents() {
+  if (!$("feedback-box").open) return;
+  const tree = state.tree.tree.id;
+  const who = $("event-annotator").value;
+  const events = await getJSON(`/trees/${tree}/events` + (who ? `?annotator=${encodeURIComponent(who)}` : ""));
+  const agreement = await getJSON(`/trees/${tree}/agreement`);
+  const names = Object.keys(agreement.annotators);
+  const current = $("event-annotator").value;
+  $("event-annotator").replaceChildren(el("option", {value: ""}, "everyone"), ...names.map((n) => el("option", {value: n}, n)));
+  $("event-annotator").value = current;
+  $("agreement").textContent = agreement.agreement === null ? "no comparison judged by two annotators yet"
+    : `agreement on comparisons: ${(100 * agreement.agreement).toFixed(0)}% over ${agreement.shared_items} shared judgements (kappa ${agreement.kappa.toFixed(2)})`;
+  $("event-log").replaceChildren(...events.slice(-200).reverse().map((e) =>
+    el("li", {}, `${e.created_at.slice(0, 19)} ${e.author}: ${e.kind} ${e.node_id ? "on " + e.node_id.slice(-6) : ""} ${JSON.stringify(e.payload).slice(0, 80)}`)));
+}
+
+async function loadModels() {
+  state.models = await getJSON("/models");
+  const chosen = $("model-select").value;
+  $("model-select").replaceChildren(...state.models.filter((m) => m.kind !== "reward").map((m) => {
+    const option = el("option", {value: m.name}, m.name);
+    option.style.color = m.colour;
+    return option;
+  }));
+  if (chosen) $("model-select").value = chosen;
+}
+
+function selectionInNode() {
+  // Character offsets of the page's text selection within the selected node's text.
+  const sel = window.getSelection();
+  const span = document.querySelector(`#read-view .node[data-id="${state.current}"]`);
+  if (!sel.rangeCount || !span) return null;
+  const range = sel.getRangeAt(0);
+  if (!span.contains(range.startContainer) || !span.contains(range.endContainer)) return null;
+  const offset = (container, at) => {
+    const before = document.createRange();
+    before.selectNodeContents(span);
+    before.setEnd(container, at);
+    return before.toString().length;
+  };
+  return [offset(range.startContainer, range.startOffset), offset(range.endContainer, range.endOffset)];
+}
+
+async function markSpan(label) {
+  const at = selectionInNode();
+  if (!at || at[1] <= at[0]) { status("select some text of the current node first", true); return; }
+  await feedback("highlight", {start: at[0], end: at[1], label});
+}
+
+async function split() {
+  const at = selectionInNode();
+  if (!at) { status("put the text cursor where the node should be cut", true); return; }
+  const tail = await send("POST", `/nodes/${state.current}/split`, {at: at[0]});
+  await openTree(state.tree.tree.id, tail.id);
+}
+
+async function merge() {
+  const node = await send("POST", `/nodes/${state.current}/merge`);
+  await openTree(state.tree.tree.id, node.id);
+}
+
+function barSettings() {
+  const body = {n: +$("gen-n").value, max_tokens: +$("gen-max").value, temperature: +$("gen-temp").value,
+                top_p: +$("gen-top-p").value};
+  if ($("gen-seed").value !== "") body.seed = +$("gen-seed").value;
+  const stop = $("gen-stop").value.split("|").map((x) => x.replace(/\\n/g, "\n")).filter((x) => x.length);
+  if (stop.length) body.stop = stop;
+  return body;
+}
+
+async function keepBranchSettings() {
+  await send("PUT", `/nodes/${state.current}/settings`, barSettings());
+  status("settings kept for this branch");
+}
+
+async function showSettings() {
+  const s = await getJSON(`/nodes/${state.current}/settings`);
+  $("gen-n").value = s.n;
+  $("gen-max").value = s.max_tokens;
+  $("gen-temp").value = s.temperature;
+  $("gen-top-p").value = s.top_p;
+  $("gen-seed").value = s.seed ?? "";
+  $("gen-stop").value = (s.stop || []).map((x) => x.replace(/\n/g, "\\n")).join("|");
 }
 
 // --- navigation ---------------------------------------------------------------------------------
@@ -343,8 +548,7 @@ async function search(query) {
 async function start() {
   $("annotator").value = localStorage.getItem("loom-annotator") || "";
   $("annotator").addEventListener("change", () => localStorage.setItem("loom-annotator", annotator()));
-  state.models = await getJSON("/models");
-  $("model-select").replaceChildren(...state.models.filter((m) => m.kind !== "reward").map((m) => el("option", {value: m.name}, m.name)));
+  await loadModels();
   $("tree-select").addEventListener("change", (ev) => openTree(ev.target.value));
   $("new-tree").addEventListener("click", async () => {
     const prompt = window.prompt("Prompt for the new tree:");
@@ -368,6 +572,21 @@ async function start() {
   $("add-tag").addEventListener("click", async () => { await send("POST", `/nodes/${state.current}/tags`, {tag: $("tag").value}); await openTree(state.tree.tree.id, state.current); });
   $("send-critique").addEventListener("click", () => feedback("critique", {text: $("critique").value}));
   $("search").addEventListener("keydown", (ev) => { if (ev.key === "Enter") search(ev.target.value); });
+  $("rank").addEventListener("click", rankChildren);
+  $("span-good").addEventListener("click", () => markSpan("good"));
+  $("span-bad").addEventListener("click", () => markSpan("bad"));
+  $("split").addEventListener("click", split);
+  $("merge").addEventListener("click", merge);
+  $("branch-settings").addEventListener("click", keepBranchSettings);
+  $("save-note").addEventListener("click", async () => { await send("PUT", `/nodes/${state.current}/note`, {note: $("note").value}); status("note saved"); });
+  $("side-by-side").addEventListener("change", renderChildren);
+  $("train-reward").addEventListener("click", () => train("reward"));
+  $("train-dpo").addEventListener("click", () => train("dpo"));
+  $("feedback-box").addEventListener("toggle", renderEvents);
+  $("event-annotator").addEventListener("change", renderEvents);
+  $("show-outline").addEventListener("click", () => { $("graph-view").hidden = true; $("tree-view").hidden = false; });
+  $("show-graph").addEventListener("click", () => { $("graph-view").hidden = false; $("tree-view").hidden = true; renderGraph(); });
+  pollJobs();
   document.addEventListener("click", (ev) => { if (!$("token-popup").contains(ev.target)) $("token-popup").hidden = true; });
   const hash = new URLSearchParams(location.hash.slice(1));
   await loadTrees(hash.get("tree"));

@@ -1,0 +1,215 @@
+"""The loom in a real browser (Debian's Chromium driven by Playwright) on the tiny model.
+
+Screenshots of the main views are written to $ALIGNLAB_LOOM_SCREENSHOTS when set (docs/images
+holds the ones the docs show), else to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+pytest.importorskip("playwright")
+if shutil.which("chromium") is None:
+    pytest.skip("Chromium is not installed (make test installs it: apt-get install chromium)", allow_module_level=True)
+
+from alignlab.loom.store import Store  # noqa: E402
+
+PAYLOADS = ['<img src=x onerror="alert(1)">', "<script>alert(2)</script>", '"><svg onload=alert(3)>']
+
+
+@pytest.fixture
+def shots(tmp_path):
+    folder = os.environ.get("ALIGNLAB_LOOM_SCREENSHOTS")
+    path = (tmp_path / "shots") if not folder else __import__("pathlib").Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def tree(live_loom):
+    url, store = live_loom
+    return store.create_tree("The lighthouse keeper opened the door and", "tester", title="Lighthouse")
+
+
+def open_tree(page, url, tree_id, node_id=None):
+    page.goto(f"{url}#tree={tree_id}" + (f"&node={node_id}" if node_id else ""))
+    page.wait_for_selector("#read-view .node")
+
+
+def test_generate_navigate_by_keyboard_compare_rank_and_edit(page, live_loom, tree, shots):
+    url, store = live_loom
+    open_tree(page, url, tree["id"])
+    page.fill("#gen-n", "3")
+    page.fill("#gen-max", "8")
+    page.fill("#gen-seed", "5")
+    page.click("#generate")
+    page.wait_for_function("document.querySelectorAll('#children .child[data-id]').length === 3")
+    kids = store.children(tree["root_id"])
+    assert len(kids) == 3
+    page.screenshot(path=str(shots / "loom-read-and-children.png"), full_page=True)
+
+    # keyboard: l opens a child, j/k move among siblings, h goes back to the parent
+    page.keyboard.press("l")
+    page.wait_for_function(f"window.loom.state.current === '{kids[0]['id']}'")
+    page.keyboard.press("j")
+    page.wait_for_function(f"window.loom.state.current === '{kids[1]['id']}'")
+    page.keyboard.press("k")
+    page.wait_for_function(f"window.loom.state.current === '{kids[0]['id']}'")
+    assert kids[0]["text"] in page.inner_text("#read-view")
+    page.keyboard.press("h")
+    page.wait_for_function(f"window.loom.state.current === '{tree['root_id']}'")
+
+    # compare two siblings, then rank the three after moving the last one up twice
+    page.check(f"#children .child[data-id='{kids[0]['id']}'] input[type=checkbox]")
+    page.check(f"#children .child[data-id='{kids[2]['id']}'] input[type=checkbox]")
+    page.wait_for_selector("#compare:not([hidden])")
+    page.screenshot(path=str(shots / "loom-compare.png"), full_page=True)
+    page.click("#prefer-b")
+    page.wait_for_function("document.querySelector('#status').textContent === 'recorded compare'")
+    (compare,) = store.events(tree["id"], kinds=["compare"])
+    assert compare["payload"]["choice"] == "b" and {compare["payload"]["a"], compare["payload"]["b"]} == {
+        kids[0]["id"], kids[2]["id"]}
+    for _ in range(2):
+        page.click(f"#children .child[data-id='{kids[2]['id']}'] button.up")
+    page.click("#rank")
+    page.wait_for_function("document.querySelector('#status').textContent === 'recorded rank'")
+    (rank,) = store.events(tree["id"], kinds=["rank"])
+    assert rank["payload"]["order"] == [kids[2]["id"], kids[0]["id"], kids[1]["id"]]
+
+    # edit a model node: it becomes mixed and keeps a revision
+    page.click(f"#children .child[data-id='{kids[1]['id']}'] .child-text")
+    page.wait_for_function(f"window.loom.state.current === '{kids[1]['id']}'")
+    page.keyboard.press("e")
+    page.fill("#editor-text", "the sea was calm.")
+    page.click("#editor-save")
+    page.wait_for_function("document.querySelector('#read-view').innerText.includes('the sea was calm.')")
+    edited = store.node(kids[1]["id"])
+    assert edited["source"] == "mixed" and len(store.revisions(kids[1]["id"])) == 1
+    assert [e["kind"] for e in store.events(tree["id"], kinds=["continue"])] == ["continue", "continue"]
+
+
+def test_counterfactual_token_next_tokens_graph_and_export(page, live_loom, tree, shots):
+    url, store = live_loom
+    open_tree(page, url, tree["id"])
+    page.fill("#gen-n", "1")
+    page.fill("#gen-max", "6")
+    page.click("#generate")
+    page.wait_for_function("document.querySelectorAll('#children .child[data-id]').length === 1")
+    (child,) = store.children(tree["root_id"])
+    open_tree(page, url, tree["id"], child["id"])
+    page.click(f"#read-view .token[data-node='{child['id']}'][data-index='1']")
+    page.wait_for_selector("#token-popup:not([hidden]) button.alt")
+    page.screenshot(path=str(shots / "loom-counterfactual.png"), full_page=True)
+    page.click("#token-popup button.alt >> nth=-1")
+    page.wait_for_function(f"window.loom.state.current !== '{child['id']}'")
+    siblings = store.children(tree["root_id"])
+    assert len(siblings) == 2
+    branch = next(n for n in siblings if n["id"] != child["id"])
+    assert branch["source"] == "mixed" and branch["intervention_bits"] > 0
+    assert "intervention" in page.inner_text("#pressure")
+
+    page.click("#next-tokens")
+    page.wait_for_selector("#multiverse:not([hidden]) .block")
+    assert page.locator("#multiverse .block").count() == 5 + 25
+
+    page.click("#show-graph")
+    page.wait_for_selector("#graph-view circle")
+    assert page.locator("#graph-view circle").count() == 3
+    page.screenshot(path=str(shots / "loom-graph.png"), full_page=True)
+
+    store.record(tree["id"], "compare", {"a": child["id"], "b": branch["id"], "choice": "a"}, "tester")
+    page.click("#export-box summary")
+    href = page.get_attribute("#export-links a:text-is('pairs')", "href")
+    body = page.evaluate("async (u) => (await fetch(u)).text()", href)
+    assert '"kind": "pair"' in body and body.count("\n") == 1
+
+
+def test_injected_text_never_runs(page, live_loom, tree):
+    url, store = live_loom
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    nodes = store.add_nodes(tree["root_id"], [{"text": p, "source": "human"} for p in PAYLOADS], "tester", kind="write")
+    store.tag(nodes[0]["id"], PAYLOADS[1], "tester")
+    for node, payload in zip(nodes, PAYLOADS):
+        open_tree(page, url, tree["id"], node["id"])
+        page.wait_for_function(f"window.loom.state.current === '{node['id']}'")
+        span = page.locator(f"#read-view .node[data-id='{node['id']}']")
+        assert span.inner_text() == payload
+        assert page.locator("#read-view img, #read-view script, #read-view svg").count() == 0
+        assert page.locator("#tree-view img, #tree-view script, #tree-view svg, #children img, #children svg").count() == 0
+    page.wait_for_timeout(300)
+    assert dialogs == []
+    csp = page.evaluate("async () => (await fetch('/')).headers.get('content-security-policy')")
+    assert "script-src 'self'" in csp
+
+
+def test_the_injection_check_can_fail(page):
+    """The control: the same payload set through innerHTML on a page without our defences runs."""
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.set_content("<div id='x'></div>")
+    page.evaluate("(p) => { document.getElementById('x').innerHTML = p; }", PAYLOADS[0])
+    page.wait_for_timeout(500)
+    assert dialogs == ["1"]
+
+
+def test_a_second_annotator_and_the_feedback_log(page, live_loom, tree):
+    url, store = live_loom
+    a, b = store.add_nodes(tree["root_id"], [{"text": " one"}, {"text": " two"}], "tester")
+    store.record(tree["id"], "compare", {"a": a["id"], "b": b["id"], "choice": "a"}, "ann")
+    store.record(tree["id"], "compare", {"a": a["id"], "b": b["id"], "choice": "a"}, "ben")
+    open_tree(page, url, tree["id"])
+    page.fill("#annotator", "cat")
+    page.dispatch_event("#annotator", "change")
+    page.click("#children .child[data-id='%s'] .child-text" % a["id"])
+    page.wait_for_function(f"window.loom.state.current === '{a['id']}'")
+    page.keyboard.press("+")
+    page.wait_for_function("document.querySelector('#status').textContent === 'recorded thumb'")
+    (thumb,) = store.events(tree["id"], kinds=["thumb"])
+    assert thumb["author"] == "cat"
+    page.click("#feedback-box summary")
+    page.wait_for_function("document.querySelector('#agreement').textContent.includes('100%')")
+    page.select_option("#event-annotator", "ann")
+    page.wait_for_function("document.querySelectorAll('#event-log li').length === 1")
+
+
+def test_highlight_split_note_and_branch_settings(page, live_loom, tree):
+    url, store = live_loom
+    (node,) = store.add_nodes(tree["root_id"], [{"text": " the sea was calm and grey"}], "tester")
+    open_tree(page, url, tree["id"], node["id"])
+    page.wait_for_function(f"window.loom.state.current === '{node['id']}'")
+    select = """([id, start, end]) => {
+        const span = document.querySelector(`#read-view .node[data-id="${id}"]`);
+        const text = span.firstChild;
+        const range = document.createRange();
+        range.setStart(text, start); range.setEnd(text, end);
+        const sel = window.getSelection(); sel.removeAllRanges(); sel.addRange(range);
+    }"""
+    page.evaluate(select, [node["id"], 5, 8])
+    page.click("#span-good")
+    page.wait_for_function("document.querySelector('#status').textContent === 'recorded highlight'")
+    (span,) = store.events(tree["id"], kinds=["highlight"])
+    assert span["payload"] == {"start": 5, "end": 8, "label": "good"}
+    assert node["text"][5:8] == "sea"
+    page.fill("#note", "grey is good")
+    page.click("#save-note")
+    page.wait_for_function("document.querySelector('#status').textContent === 'note saved'")
+    assert store.node(node["id"])["note"] == "grey is good"
+    page.fill("#gen-max", "5")
+    page.click("#branch-settings")
+    page.wait_for_function("document.querySelector('#status').textContent === 'settings kept for this branch'")
+    assert store.node(node["id"])["meta"]["branch_settings"]["max_tokens"] == 5
+    page.evaluate(select, [node["id"], 12, 12])
+    page.click("#split")
+    page.wait_for_function(f"window.loom.state.current !== '{node['id']}'")
+    assert store.node(node["id"])["text"] == " the sea was"
+    tail = store.children(node["id"])[0]
+    assert tail["text"] == " calm and grey"
+    page.click("#read-view .node[data-id='%s']" % node["id"], click_count=2)
+    page.wait_for_function(f"window.loom.state.current === '{node['id']}'")
+    page.click("#merge")
+    page.wait_for_function("document.querySelector('#read-view').innerText.includes('was calm and grey')")
+    assert store.node(node["id"])["text"] == " the sea was calm and grey"
