@@ -128,3 +128,11 @@ def live_loom(tmp_path):
     yield f"http://127.0.0.1:{port}/", app.state.store
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    """The tests wait on page state with expressions Playwright evaluates by string, which the
+    loom's Content-Security-Policy forbids; bypassing it also makes the injection test stricter
+    (only the page's own escaping stands between node text and the DOM)."""
+    return {**browser_context_args, "bypass_csp": True}

@@ -180,6 +180,8 @@ def test_bad_requests_get_4xx_with_the_field(client):
 def test_models_queue_and_page(client):
     assert client.get("/api/models").json()[0]["name"] == "tiny"
     assert client.get("/api/queue").json() == {"waiting": 0}
+    assert client.get("/api/feedback-kinds").json() == ["compare", "critique", "highlight", "rank", "rating", "stop",
+                                                        "thumb"]
     assert client.post("/api/models", json={"name": "/no/such/folder"}).status_code == 422
     page = client.get("/")
     assert page.status_code == 200 and "alignlab loom" in page.text

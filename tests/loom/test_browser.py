@@ -37,6 +37,9 @@ def tree(live_loom):
 def open_tree(page, url, tree_id, node_id=None):
     page.goto(f"{url}#tree={tree_id}" + (f"&node={node_id}" if node_id else ""))
     page.wait_for_selector("#read-view .node")
+    if node_id:
+        page.wait_for_function(f"window.loom.state.current === '{node_id}'")
+        page.wait_for_selector(f"#read-view .node.current[data-id='{node_id}']")
 
 
 def test_generate_navigate_by_keyboard_compare_rank_and_edit(page, live_loom, tree, shots):
@@ -88,7 +91,6 @@ def test_generate_navigate_by_keyboard_compare_rank_and_edit(page, live_loom, tr
     page.wait_for_function("document.querySelector('#read-view').innerText.includes('the sea was calm.')")
     edited = store.node(kids[1]["id"])
     assert edited["source"] == "mixed" and len(store.revisions(kids[1]["id"])) == 1
-    assert [e["kind"] for e in store.events(tree["id"], kinds=["continue"])] == ["continue", "continue"]
 
 
 def test_counterfactual_token_next_tokens_graph_and_export(page, live_loom, tree, shots):
@@ -96,6 +98,7 @@ def test_counterfactual_token_next_tokens_graph_and_export(page, live_loom, tree
     open_tree(page, url, tree["id"])
     page.fill("#gen-n", "1")
     page.fill("#gen-max", "6")
+    page.fill("#gen-seed", "3")
     page.click("#generate")
     page.wait_for_function("document.querySelectorAll('#children .child[data-id]').length === 1")
     (child,) = store.children(tree["root_id"])

@@ -235,7 +235,7 @@ function renderChildren() {
 }
 
 async function openChild(id) {
-  await send("POST", `/nodes/${id}/continue`);
+  // Opening is navigation; continuing (generating or writing below a node) is what records the choice.
   await select(id);
 }
 
@@ -573,6 +573,14 @@ async function start() {
   $("send-critique").addEventListener("click", () => feedback("critique", {text: $("critique").value}));
   $("search").addEventListener("keydown", (ev) => { if (ev.key === "Enter") search(ev.target.value); });
   $("rank").addEventListener("click", rankChildren);
+  $("import-file").addEventListener("change", async (ev) => {
+    const file = ev.target.files[0];
+    if (!file) return;
+    let doc;
+    try { doc = JSON.parse(await file.text()); } catch (err) { status(`${file.name}: not JSON (${err.message})`, true); return; }
+    const tree = await send("POST", `/import/loom?title=${encodeURIComponent(file.name.replace(/\.json$/, ""))}`, doc);
+    await loadTrees(tree.id);
+  });
   $("span-good").addEventListener("click", () => markSpan("good"));
   $("span-bad").addEventListener("click", () => markSpan("bad"));
   $("split").addEventListener("click", split);
@@ -588,6 +596,11 @@ async function start() {
   $("show-graph").addEventListener("click", () => { $("graph-view").hidden = false; $("tree-view").hidden = true; renderGraph(); });
   pollJobs();
   document.addEventListener("click", (ev) => { if (!$("token-popup").contains(ev.target)) $("token-popup").hidden = true; });
+  window.addEventListener("hashchange", async () => {  // back/forward, or a pasted link
+    const h = new URLSearchParams(location.hash.slice(1));
+    if (h.get("tree") && (!state.tree || h.get("tree") !== state.tree.tree.id)) await loadTrees(h.get("tree"));
+    if (h.get("node") && h.get("node") !== state.current && state.nodes.has(h.get("node"))) await select(h.get("node"));
+  });
   const hash = new URLSearchParams(location.hash.slice(1));
   await loadTrees(hash.get("tree"));
   if (hash.get("node") && state.nodes.has(hash.get("node"))) await select(hash.get("node"));
