@@ -61,6 +61,7 @@ def test_generate_navigate_by_keyboard_compare_rank_and_edit(page, live_loom, tr
     page.wait_for_function(f"window.loom.state.current === '{kids[1]['id']}'")
     page.keyboard.press("k")
     page.wait_for_function(f"window.loom.state.current === '{kids[0]['id']}'")
+    page.wait_for_selector(f"#read-view .node.current[data-id='{kids[0]['id']}']")
     assert kids[0]["text"] in page.inner_text("#read-view")
     page.keyboard.press("h")
     page.wait_for_function(f"window.loom.state.current === '{tree['root_id']}'")

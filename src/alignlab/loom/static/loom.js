@@ -101,7 +101,7 @@ function markSeen(id) {
 }
 
 function renderTree() {
-  if (!$("graph-view").hidden) renderGraph();
+  if (!$("graph-view").hasAttribute("hidden")) renderGraph();
   const read = seen();
   const root = state.tree.tree.root_id;
   const outline = el("ul", {class: "outline"});
@@ -592,8 +592,9 @@ async function start() {
   $("train-dpo").addEventListener("click", () => train("dpo"));
   $("feedback-box").addEventListener("toggle", renderEvents);
   $("event-annotator").addEventListener("change", renderEvents);
-  $("show-outline").addEventListener("click", () => { $("graph-view").hidden = true; $("tree-view").hidden = false; });
-  $("show-graph").addEventListener("click", () => { $("graph-view").hidden = false; $("tree-view").hidden = true; renderGraph(); });
+  // (an <svg> has no .hidden property: the attribute itself is toggled)
+  $("show-outline").addEventListener("click", () => { $("graph-view").setAttribute("hidden", ""); $("tree-view").hidden = false; });
+  $("show-graph").addEventListener("click", () => { $("graph-view").removeAttribute("hidden"); $("tree-view").hidden = true; renderGraph(); });
   pollJobs();
   document.addEventListener("click", (ev) => { if (!$("token-popup").contains(ev.target)) $("token-popup").hidden = true; });
   window.addEventListener("hashchange", async () => {  // back/forward, or a pasted link
