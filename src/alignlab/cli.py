@@ -48,6 +48,7 @@ COMMANDS: dict[str, str] = {
     "pressure": "alignlab.pressure.command:PRESSURE",
     "experiment": "alignlab.experiment.command:EXPERIMENT",
     "forecast": "alignlab.forecast.command:FORECAST",
+    "toys hills": "alignlab.toys.command:TOYS_HILLS",
     "loom": "alignlab.loom.command:LOOM",
     "loom export": "alignlab.loom.command:LOOM_EXPORT",
     "loom import": "alignlab.loom.command:LOOM_IMPORT",
@@ -68,6 +69,7 @@ HELP: dict[str, str] = {
     "experiment": "the main job: writing-prompts RLHF, Goodhart ledger, HTML report",
     "pressure": "the Goodhart ledger of a policy run: KL, proxy and gold, fitted peak",
     "forecast": "Biological Anchors compute forecast",
+    "toys": "small worlds: 'toys hills' (tessellating-hills demons)",
     "loom": "steer a model by hand in a web app ('loom'; 'loom export|import|train')",
 }
 

@@ -1,0 +1,16 @@
+"""Small worlds that make a claim testable, standing alone (nothing here imports the rest of alignlab
+except the run folder and file helpers).
+
+- hills.py: tessellating hills (DaemonicSigil 2020), do "demons" form in noisy constant-step
+  descent? The loss, its closed-form gradient, the batched optimizer and its measurements.
+- plots.py: the pictures of a hills run; command.py: `alignlab toys hills`.
+
+    from alignlab.toys import simulate
+    history = simulate(dim=16, eps=[0.0025], steps=5000, lr=0.2, seeds=[0, 1, 2, 3], record_every=50)
+    history.x0[-1]          # (seeds, eps) x0 after the last step
+"""
+
+from alignlab.toys.hills import (History, Landscape, hills_grad, hills_loss, make_landscape, participation_ratio,
+                                 simulate)
+
+__all__ = ["History", "Landscape", "hills_grad", "hills_loss", "make_landscape", "participation_ratio", "simulate"]
