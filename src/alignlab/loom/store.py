@@ -358,20 +358,20 @@ class Store:
         """Generation settings every generation below this node inherits (nearest wins)."""
         if not isinstance(settings, dict):
             raise Invalid("settings must be an object", field="settings")
-        with self.engine.begin() as c:
-            node = self._node_row(c, node_id)
-            meta = {**node["meta"], "branch_settings": settings}
-            c.execute(t.nodes.update().where(t.nodes.c.id == node_id).values(meta=meta, updated_at=now()))
-            self._event(c, node["tree_id"], node_id, "settings", author, {"settings": settings})
-        return self.node(node_id)
+        return self._update_node(node_id, author, "settings", {"settings": settings},
+                                 lambda node: {"meta": {**node["meta"], "branch_settings": settings}})
 
     def set_note(self, node_id: str, note: str, author: str) -> dict:
         if not isinstance(note, str):
             raise Invalid("'note' must be a string", field="note")
+        return self._update_node(node_id, author, "note", {"note": note}, lambda node: {"note": note})
+
+    def _update_node(self, node_id: str, author: str, kind: str, payload: dict, values) -> dict:
+        """Set ``values(node)`` on a node and log a ``kind`` event, in one transaction."""
         with self.engine.begin() as c:
             node = self._node_row(c, node_id)
-            c.execute(t.nodes.update().where(t.nodes.c.id == node_id).values(note=note, updated_at=now()))
-            self._event(c, node["tree_id"], node_id, "note", author, {"note": note})
+            c.execute(t.nodes.update().where(t.nodes.c.id == node_id).values(**values(node), updated_at=now()))
+            self._event(c, node["tree_id"], node_id, kind, author, payload)
         return self.node(node_id)
 
     def tag(self, node_id: str, tag: str, author: str, remove: bool = False) -> dict:
