@@ -31,28 +31,24 @@ def cache_dir() -> Path:
     return path
 
 
-def runs_dir() -> Path:
-    """The folder that holds one sub-folder per run."""
-    path = _env_path("ALIGNLAB_RUNS_DIR")
+def _data_dir(override: str, name: str) -> Path:
+    """``$override``, else ``$ALIGNLAB_HOME/name``, else ``$XDG_DATA_HOME/alignlab/name``."""
+    path = _env_path(override)
     if path is None:
         home = _env_path("ALIGNLAB_HOME")
         if home is not None:
-            path = home / "runs"
+            path = home / name
         else:
             xdg = _env_path("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-            path = xdg / "alignlab" / "runs"
+            path = xdg / "alignlab" / name
     return path
+
+
+def runs_dir() -> Path:
+    """The folder that holds one sub-folder per run."""
+    return _data_dir("ALIGNLAB_RUNS_DIR", "runs")
 
 
 def loom_dir() -> Path:
-    """The loom's data folder (its SQLite database, training jobs): ALIGNLAB_LOOM_DIR, else
-    ``$ALIGNLAB_HOME/loom``, else ``$XDG_DATA_HOME/alignlab/loom``."""
-    path = _env_path("ALIGNLAB_LOOM_DIR")
-    if path is None:
-        home = _env_path("ALIGNLAB_HOME")
-        if home is not None:
-            path = home / "loom"
-        else:
-            xdg = _env_path("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-            path = xdg / "alignlab" / "loom"
-    return path
+    """The loom's data folder (its SQLite database, training jobs)."""
+    return _data_dir("ALIGNLAB_LOOM_DIR", "loom")

@@ -10,6 +10,7 @@ nodes to the store itself when it ends, so a client that disconnects mid-stream 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import queue
@@ -184,17 +185,9 @@ def generate(slot: ModelSlot, prompt: str, request: GenerateRequest, job: Job) -
     return rows
 
 
-class _NoSteering:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _steering(slot: ModelSlot, recipe: dict | None):
     if not recipe:
-        return _NoSteering()
+        return contextlib.nullcontext()
     from alignlab.whitebox.steering import Steering, steered, steering_vector
 
     try:
