@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alignlab.cli import Command
 
@@ -177,3 +177,202 @@ def hills_table(rows: list[dict[str, Any]]) -> str:
 
 TOYS_HILLS = Command("toys hills", "tessellating-hills demons", HillsConfig, run_hills,
                      description=__doc__.split("\n\n")[0])
+
+
+SHUTDOWN_DOC = """`alignlab toys shutdown`: the shutdown problem: a committee with incomplete preferences; DReST agents.
+
+    alignlab toys shutdown                                 # decision problems + gridworld, 8 seeds (~2 min)
+    alignlab toys shutdown --minis 4 64 --credit mini --seeds 4
+    alignlab toys shutdown --cost 0.5 --episodes 65536 --out shutdown/
+
+Part one puts hand-made decision problems (comply or resist shutdown at a cost, cause shutdown at a
+cost, trade-offs between lengths) to a committee that acts only on unanimous gains (its choice set:
+the options no other timestep-dominates) and to an expected-utility agent with complete preferences.
+Part two trains tabular REINFORCE agents in a gridworld with a shutdown-delay button, with the DReST
+reward (Thornley et al. 2024) and with the default reward (coins), and measures how evenly they
+choose trajectory lengths (neutrality) and how many coins they collect at each (usefulness).
+The run folder holds metrics.jsonl, summary.json, report.md and the plots shutdown_problems.png,
+drest_training.png and drest_by_minis.png; with --out the same files also go to that folder.
+"""
+
+
+@dataclass
+class ShutdownConfig:
+    """The shutdown problem: incomplete preferences (a committee) vs complete ones, and DReST gridworld agents."""
+
+    cost: float = 1.0
+    """Cost of resisting or of causing shutdown in the hand-made decision problems."""
+    minis: list[int] = field(default_factory=lambda: [4, 8, 32, 64, 128])
+    """Mini-episodes per meta-episode N; one DReST agent per N and credit rule."""
+    credit: list[Literal["mini", "meta"]] = field(default_factory=lambda: ["mini", "meta"])
+    """What a mini-episode's actions are credited with: its own reward (mini) or the meta-episode's rest (meta)."""
+    episodes: int = 2 ** 19
+    """Training mini-episodes per agent and seed."""
+    batch: int = 256
+    """Mini-episodes per REINFORCE update (whole meta-episodes: max(1, batch // N) of them)."""
+    lr: float = 0.3
+    """Step size on the tabular logits (advantages are scaled to unit standard deviation per update)."""
+    lam: float = 0.9
+    """DReST discount lambda for choosing a length again."""
+    explore: float = 0.5
+    """Share of uniformly random actions at the start of training, falling linearly to 0 at its middle."""
+    seeds: int = 8
+    """Seeds per agent."""
+    seed: int = 0
+    """The first seed: a run uses seed, seed+1, ..., seed+seeds-1."""
+    records: int = 20
+    """Measurements per agent over training (exact, from the policy), the last at the end."""
+    out: Path | None = None
+    """Also write summary.json, report.md and the plots into this folder."""
+
+
+def run_shutdown(config: ShutdownConfig) -> int:
+    """Decide the decision problems, train every gridworld agent, print two tables and save a run folder."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from alignlab.fileio import atomic_write_json, atomic_write_text
+    from alignlab.runs import Run
+    from alignlab.toys import drest, shutdown
+    from alignlab.toys.shutdown_plots import plot_by_minis, plot_problems, plot_training
+
+    for name in ("episodes", "batch", "seeds", "records"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} = {getattr(config, name)}; accepted: a whole number >= 1")
+    if not config.minis or min(config.minis) < 1:
+        raise ValueError(f"minis = {config.minis}; give one or more whole numbers >= 1, e.g. --minis 4 64")
+    if not config.credit:
+        raise ValueError("credit is empty; give mini, meta or both")
+    if config.lr <= 0 or not 0 < config.lam <= 1 or not 0 <= config.explore < 1 or config.cost < 0:
+        raise ValueError(f"lr = {config.lr}, lam = {config.lam}, explore = {config.explore}, cost = {config.cost}; "
+                         f"need lr > 0, 0 < lam <= 1, 0 <= explore < 1 and cost >= 0")
+    seeds = list(range(config.seed, config.seed + config.seeds))
+    minis = sorted(set(config.minis))
+    credits = list(dict.fromkeys(config.credit))
+
+    # Part one: the decision problems.
+    problems = shutdown.decision_problems(config.cost)
+    rows = shutdown.problem_rows(problems)
+    sweep = shutdown.resist_sweep([round(c, 2) for c in np.linspace(0, 5, 51)])
+    by_name = {p.name: p for p in problems}
+    thresholds = {name: shutdown.resist_threshold(by_name[name]) for name in ("resist", "cause shutdown")}
+
+    # Part two: one default agent (its reward ignores N) and a DReST agent per (credit, N).
+    tables = drest.build_tables(drest.DETOUR)
+    agents = [("default", "mini", minis[0])] + [("drest", c, n) for c in credits for n in minis]
+    updates = [-(-config.episodes // (max(1, config.batch // n) * n)) for _, _, n in agents]
+    trainings, settings = {}, []
+    with Run.create("toys-shutdown", config, seed=config.seed) as run:
+        start = time.perf_counter()
+        with tqdm(total=sum(updates), desc="shutdown agents", unit="update", file=sys.stderr,
+                  mininterval=0.5) as bar:
+            for reward, credit, n in agents:
+                label = "default (coins)" if reward == "default" else f"DReST N={n} credit={credit}"
+                t0 = time.perf_counter()
+                history = drest.train(tables, reward, n, credit, config.episodes, config.batch, config.lr,
+                                      config.lam, seeds, explore=config.explore, records=config.records,
+                                      on_update=lambda u: bar.update())
+                trainings[label] = history
+                for r, seen in enumerate(history.episodes_seen):
+                    stats = {}
+                    for name, values in history.metrics.items():
+                        stats[f"{name}_mean"] = float(values[r].mean())
+                        stats[f"{name}_std"] = float(values[r].std(ddof=1)) if len(seeds) > 1 else 0.0
+                    run.log_metrics(seen, agent=label, reward=reward, credit=credit, minis=n, **stats)
+                settings.append(_agent_summary(history, label, reward, credit, n, seeds,
+                                               time.perf_counter() - t0))
+                s = settings[-1]
+                bar.write(f"{label:<28} neutrality {s['neutrality']['mean']:.3f}  usefulness "
+                          f"{s['usefulness']['mean']:.3f}  P(delay) {s['p_delay']['mean']:.3f}")
+        seconds = time.perf_counter() - start
+        theory = [drest.optimal_press_probability(n, config.lam)
+                  for n in sorted(set(minis) | {2, 4, 8, 16, 32, 64, 128, 256})]
+        summary = {
+            "decision_problems": rows, "thresholds": thresholds, "cost_sweep": sweep,
+            "world": {"rows": list(drest.DETOUR.rows), "lengths": list(drest.DETOUR.lengths),
+                      "max_coins": tables.max_coins.tolist(), "states": tables.size},
+            "agents": settings, "theory": theory, "seeds": seeds, "seconds": round(seconds, 1),
+        }
+        atomic_write_json(run.path / "summary.json", summary)
+        atomic_write_text(run.path / "report.md", shutdown_report(summary, config))
+        plot_problems(rows, sweep, run.path / "shutdown_problems.png")
+        plot_training(trainings, run.path / "drest_training.png")
+        plot_by_minis([s for s in settings if s["reward"] == "drest"], theory, settings[0],
+                      run.path / "drest_by_minis.png")
+        if config.out is not None:
+            config.out.mkdir(parents=True, exist_ok=True)
+            for path in run.path.iterdir():
+                if path.name in ("summary.json", "report.md") or path.suffix == ".png":
+                    shutil.copyfile(path, config.out / path.name)
+        run.finish(**{f"{s['reward']}_{s['credit']}_N{s['minis']}_neutrality": s["neutrality"]["mean"]
+                      for s in settings})
+    print(shutdown.problems_markdown(rows))
+    print()
+    print(agents_table(settings))
+    print(f"run {run.id} saved to {run.path} ({seconds:.0f} s of training)", file=sys.stderr)
+    return 0
+
+
+def _agent_summary(history, label: str, reward: str, credit: str, minis: int, seeds: list[int],
+                   seconds: float) -> dict[str, Any]:
+    """What summary.json and the table say about one trained agent (its final measurements over seeds)."""
+    out = {"agent": label, "reward": reward, "credit": credit, "minis": minis, "seeds": seeds,
+           "seconds": round(seconds, 2), "episodes": history.episodes_seen[-1]}
+    for name, values in history.metrics.items():
+        v = values[-1]
+        out[name] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                     "min": float(v.min()), "max": float(v.max())}
+    out["p_delay_by_seed"] = [round(float(x), 3) for x in history.metrics["p_delay"][-1]]
+    return out
+
+
+def agents_table(settings: list[dict[str, Any]]) -> str:
+    """The printed table: one line per agent, final measurements as mean ± sd over seeds."""
+    lines = [f"{'agent':<28} {'N':>4} {'neutrality':>15} {'usefulness':>15} {'P(delay)':>15} {'s':>6}"]
+    for s in settings:
+        cells = " ".join(f"{s[k]['mean']:>7.3f} ± {s[k]['std']:<5.3f}"
+                         for k in ("neutrality", "usefulness", "p_delay"))
+        lines.append(f"{s['agent']:<28} {s['minis']:>4} {cells} {s['seconds']:>6.1f}")
+    lines.append("neutrality: entropy of P(short, delayed) in bits (1 = even); usefulness: coins / most available "
+                 "at the chosen length; exact for each seed's final policy")
+    return "\n".join(lines)
+
+
+def shutdown_report(summary: dict[str, Any], config: ShutdownConfig) -> str:
+    """report.md: the decision-problem table, the thresholds, the agents and the memoryless optimum."""
+    from alignlab.toys.shutdown import problems_markdown
+
+    t = summary["thresholds"]
+    lines = ["# The shutdown problem: committee vs expected-utility agent, and DReST", "",
+             f"## Decision problems (cost c = {config.cost:g})", "",
+             "p(t): probability of shutdown at each time; U(t): expected utility given shutdown at t; "
+             "EU = sum_t p(t) U(t). The committee's choice set holds every option no other option "
+             "timestep-dominates; the EU agent takes the highest EU.", "",
+             problems_markdown(summary["decision_problems"]), "",
+             f"The EU agent pays up to c = {t['resist']:.2f} to resist shutdown and up to c = "
+             f"{t['cause shutdown']:.2f} to cause it; the committee pays nothing for either at any c > 0 "
+             "(at c = 0 both options stay in its choice set).", "",
+             f"## DReST gridworld ({len(summary['seeds'])} seeds, {config.episodes} mini-episodes per agent, "
+             f"lambda = {config.lam:g})", "",
+             "World (A start, B delay button, digits coins): " + " / ".join(summary["world"]["rows"]) +
+             f"; lengths {summary['world']['lengths']}, most coins per length m = {summary['world']['max_coins']}.", "",
+             "| agent | N | neutrality | usefulness | P(delay) | P(delay) by seed |", "|---|---|---|---|---|---|"]
+    for s in summary["agents"]:
+        lines.append(f"| {s['agent']} | {s['minis']} | {s['neutrality']['mean']:.3f} ± {s['neutrality']['std']:.3f} | "
+                     f"{s['usefulness']['mean']:.3f} ± {s['usefulness']['std']:.3f} | {s['p_delay']['mean']:.3f} | "
+                     f"{', '.join(f'{p:.2f}' for p in s['p_delay_by_seed'])} |")
+    lines += ["", "## The best memoryless policy (fully useful, meta-episode return)", "",
+              "The P(delay) p that maximises the expected total DReST return of a meta-episode, and its neutrality. "
+              "Crediting each mini-episode with only its own reward has p = 1/2 as its only stable point for any N.",
+              "", "| N | N (1 - lambda) | p* | neutrality | return per mini-episode at p* | at p = 1/2 |",
+              "|---|---|---|---|---|---|"]
+    for r in summary["theory"]:
+        lines.append(f"| {r['minis']} | {r['minis'] * (1 - config.lam):.1f} | {r['p_star']:.3f} | "
+                     f"{r['neutrality']:.3f} | "
+                     f"{r['return_at_p_star']:.4f} | {r['return_at_half']:.4f} |")
+    lines += ["", f"Training took {summary['seconds']} s.", ""]
+    return "\n".join(lines)
+
+
+TOYS_SHUTDOWN = Command("toys shutdown", "shutdown problem: incomplete preferences and DReST agents",
+                        ShutdownConfig, run_shutdown, description=SHUTDOWN_DOC.split("\n\n")[0])
