@@ -49,6 +49,7 @@ COMMANDS: dict[str, str] = {
     "experiment": "alignlab.experiment.command:EXPERIMENT",
     "forecast": "alignlab.forecast.command:FORECAST",
     "toys hills": "alignlab.toys.command:TOYS_HILLS",
+    "inspect": "alignlab.whitebox.inspect_command:INSPECT",
     "toys shutdown": "alignlab.toys.command:TOYS_SHUTDOWN",
     "loom": "alignlab.loom.command:LOOM",
     "loom export": "alignlab.loom.command:LOOM_EXPORT",
@@ -70,6 +71,7 @@ HELP: dict[str, str] = {
     "experiment": "the main job: writing-prompts RLHF, Goodhart ledger, HTML report",
     "pressure": "the Goodhart ledger of a policy run: KL, proxy and gold, fitted peak",
     "forecast": "Biological Anchors compute forecast",
+    "inspect": "white-box monitors (blocked gradients, gradient shares, curvature) on a saved model",
     "toys": "small worlds: 'toys hills' (tessellating-hills demons), 'toys shutdown' (shutdown problem, DReST)",
     "loom": "steer a model by hand in a web app ('loom'; 'loom export|import|train')",
 }

@@ -8,8 +8,8 @@ import torch
 
 from alignlab.cli import main
 from alignlab.runs import list_runs
-from alignlab.toys.hills import (demons, hills_grad, hills_loss, make_landscape, participation_ratio, simulate,
-                                 splotches)
+from alignlab.toys.hills import (History, Landscape, demons, hills_grad, hills_loss, make_landscape,
+                                 participation_ratio, simulate, splotches)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -136,8 +136,11 @@ def test_the_cli_runs_end_to_end_and_writes_a_run_folder(capsys, tmp_path):
     assert [(r["dim"], r["eps"]) for r in summary["settings"]] == [(3, 0.0025), (3, 0.01), (6, 0.0025), (6, 0.01)]
     assert summary["settings"][0]["seeds"] == [0, 1] and len(summary["settings"][0]["demons"][0]["j"]) == 3
     assert len(run.metrics) == 3 * 4 and {"x0_mean", "participation_std", "step_share_mean"} <= set(run.metrics[0])
-    for name in ("hills.png", "coordinates.png", "history_n3.npz", "history_n6.npz", "summary.json"):
+    for name in ("hills.png", "coordinates.png", "monitors.png", "history_n3.npz", "history_n6.npz", "summary.json"):
         assert (run.path / name).stat().st_size > 0 and (tmp_path / "out" / name).exists()
+    assert {"hess_lmax_mean", "grad_share_x0_mean"} <= set(run.metrics[0])
+    assert set(summary["settings"][0]["monitors"]["lead"]) == {"grad_share_x0", "grad_top_share", "hess_lmax"}
+    assert "warned" in out
 
 
 def test_the_cli_refuses_bad_settings(capsys):
@@ -145,3 +148,47 @@ def test_the_cli_refuses_bad_settings(capsys):
     assert "dims" in capsys.readouterr().err
     assert main(["toys", "hills", "--steps", "0"]) == 1
     assert "steps = 0" in capsys.readouterr().err
+
+
+# -- the monitors' view of a run -----------------------------------------------------------------
+
+def test_the_monitors_read_the_gradient_shares_and_the_exact_top_eigenvalue():
+    from alignlab.toys.hills_monitors import monitor_records
+
+    history = simulate(4, [0.05], 40, 0.2, [0, 1], 20)
+    land, _ = make_landscape(4, [0, 1])
+    records = monitor_records(land, history, [0.05], iterations=200)
+    eps = torch.tensor([0.05], dtype=torch.float64)
+    for r in range(len(history.steps)):
+        for s in range(2):
+            x = history.trajectory[r, s:s + 1].double()                         # (1, 1, 5)
+            one = Landscape(land.k[s:s + 1], land.k0[s:s + 1], land.s[s:s + 1], land.c[s:s + 1])
+            hessian = torch.autograd.functional.hessian(lambda v: hills_loss(one, v, eps)[0].sum(), x).reshape(5, 5)
+            values = torch.linalg.eigvalsh(hessian)
+            top = values[values.abs().argmax()]
+            assert records["hess_lmax"][r, s, 0] == pytest.approx(float(top), rel=1e-3)
+            g = hills_grad(land, history.trajectory[r].double(), eps)[2][s, 0]
+            assert records["grad_share_x0"][r, s, 0] == pytest.approx(float(g[0] ** 2 / (g ** 2).sum()))
+            assert records["grad_top_share"][r, s, 0] == pytest.approx(float((g[1:] ** 2).max() / (g ** 2).sum()))
+
+
+def test_stall_and_alarm_rules_on_hand_made_series():
+    from alignlab.toys.hills_monitors import alarm_steps, first_step, lead_summary, stall_steps
+
+    steps = list(range(10, 210, 10))                                            # 20 records
+    R = len(steps)
+    velocity = torch.full((R, 2, 1), 0.2, dtype=torch.float64)
+    velocity[12:, 0] = 0.05                                                     # seed 0 stalls at step 130
+    x0 = velocity.cumsum(0) * 10
+    history = History(steps, x0, velocity, *(torch.zeros(R, 2, 1, dtype=torch.float64) for _ in range(5)),
+                      trajectory=torch.zeros(R, 2, 1, 3), x=torch.zeros(2, 1, 3))
+    assert stall_steps(history, 0) == [130, None]
+    lmax = torch.full((R, 2, 1), 1.0, dtype=torch.float64)
+    lmax[8:, 0] = 4.0                                                           # seed 0: 4x its early value at 90
+    records = {"grad_share_x0": torch.ones(R, 2, 1, dtype=torch.float64),
+               "grad_top_share": torch.full((R, 2, 1), 0.01, dtype=torch.float64), "hess_lmax": -lmax}
+    alarms = alarm_steps(records, steps, 0)
+    assert alarms == {"grad_share_x0": [None, None], "grad_top_share": [None, None], "hess_lmax": [90, None]}
+    lead = lead_summary(history, records, 0)["lead"]["hess_lmax"]
+    assert lead == {"seeds_with_stall_and_alarm": 1, "warned_before_stall": 1, "median_lead": 40.0}
+    assert first_step(torch.tensor([[False, True], [True, True]]), [5, 6]) == [6, 5]

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -110,11 +112,40 @@ def _rows_times(gz: torch.Tensor, h: torch.Tensor, accumulate: torch.Tensor | No
     return out
 
 
+_PLAIN = threading.local()
+
+
+@contextmanager
+def plain_autograd(model) -> Iterator[None]:
+    """Within this block ``target_logprobs`` is built from ordinary autograd operations and the
+    input embedding's gradient is dense: slower, but the graph can be walked more than once and
+    differentiated twice (Hessian-vector products), and no gradient goes around autograd. The
+    white-box monitors run their extra passes under it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    embedding = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    sparse = getattr(embedding, "sparse", False)  # any PyTorch model may come here, not only LMs
+    before = getattr(_PLAIN, "on", False)
+    _PLAIN.on = True
+    if sparse:
+        embedding.sparse = False
+    try:
+        yield
+    finally:
+        _PLAIN.on = before
+        if sparse:
+            embedding.sparse = True
+
+
 def target_logprobs(model, h: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Log-prob (n,) of each target token from final hidden states ``h`` (n, D), through the
     model's output layer (a restricted vocabulary's rows where one is set: targets are then
     local ids), ``LOGIT_CHUNK`` rows at a time. Differentiable."""
     weight, bias, cap = _output_layer(model)
+    if getattr(_PLAIN, "on", False):
+        z = torch.nn.functional.linear(h.to(weight.dtype), weight, bias).float()  # (n, V)
+        if cap:
+            z = torch.tanh(z / cap) * cap
+        return torch.log_softmax(z / temperature, -1).gather(-1, targets[:, None])[:, 0]
     sink = None
     if torch.is_grad_enabled() and weight.is_leaf and weight.requires_grad and _tied_sparse(model, weight):
         sink, weight = [weight], weight.detach()

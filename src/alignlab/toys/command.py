@@ -43,6 +43,10 @@ class HillsConfig:
     """How many coordinates x_j with the largest magnitude to list per seed at the end."""
     threads: int = 1
     """Torch CPU threads (0: torch's default); one step is small, so one thread wastes least on a busy machine."""
+    monitors: bool = True
+    """Attach the gradient-share and curvature monitors at every record and report whether they alarm before x0 stalls."""
+    monitor_iterations: int = 20
+    """Power-iteration steps for the curvature monitor's top Hessian eigenvalue at each record."""
     out: Path | None = None
     """Also write summary.json, the histories and the plots into this folder."""
 
@@ -55,8 +59,9 @@ def run_hills(config: HillsConfig) -> int:
 
     from alignlab.fileio import atomic_write_json
     from alignlab.runs import Run
-    from alignlab.toys.hills import METRICS, simulate
-    from alignlab.toys.plots import plot_coordinates, plot_metrics
+    from alignlab.toys.hills import METRICS, make_landscape, simulate
+    from alignlab.toys.hills_monitors import lead_summary, monitor_records
+    from alignlab.toys.plots import plot_coordinates, plot_metrics, plot_monitors
 
     for name in ("steps", "seeds", "record_every", "demons"):
         if getattr(config, name) < 1:
@@ -73,7 +78,7 @@ def run_hills(config: HillsConfig) -> int:
     try:
         seeds = list(range(config.seed, config.seed + config.seeds))
         eps = list(config.eps)
-        histories, rows = {}, []
+        histories, rows, monitored = {}, [], {}
         with Run.create("toys-hills", config, seed=config.seed) as run:
             for dim in config.dims:
                 start = time.perf_counter()
@@ -83,16 +88,27 @@ def run_hills(config: HillsConfig) -> int:
                                        on_step=lambda t: bar.update())
                 seconds = time.perf_counter() - start
                 histories[dim] = history
+                records = {}
+                if config.monitors:
+                    land, _ = make_landscape(dim, seeds)
+                    with tqdm(total=len(history.steps), desc=f"monitors n={dim}", unit="record", file=sys.stderr,
+                              mininterval=0.5) as bar:
+                        records = monitor_records(land, history, eps, config.monitor_iterations,
+                                                  on_record=lambda r: bar.update())
+                    monitored[dim] = records
                 for r, step in enumerate(history.steps):
                     for e, value in enumerate(eps):
                         stats = {}
-                        for name in METRICS:
-                            v = getattr(history, name)[r, :, e]
+                        for name, values in [*((n, getattr(history, n)) for n in METRICS), *records.items()]:
+                            v = values[r, :, e]
                             stats[f"{name}_mean"] = v.mean().item()
                             stats[f"{name}_std"] = v.std().item() if len(seeds) > 1 else 0.0
                         run.log_metrics(step, dim=dim, eps=value, **stats)
-                rows += [_setting_summary(history, dim, e, value, seeds, seconds, config.demons)
-                         for e, value in enumerate(eps)]
+                for e, value in enumerate(eps):
+                    row = _setting_summary(history, dim, e, value, seeds, seconds, config.demons)
+                    if records:
+                        row["monitors"] = lead_summary(history, records, e)
+                    rows.append(row)
                 np.savez_compressed(run.path / f"history_n{dim}.npz", steps=np.array(history.steps),
                                     eps=np.array(eps), seeds=np.array(seeds),
                                     trajectory=history.trajectory.numpy(),
@@ -101,6 +117,8 @@ def run_hills(config: HillsConfig) -> int:
             atomic_write_json(run.path / "summary.json", summary)
             plot_metrics(histories, eps, run.path / "hills.png")
             plot_coordinates(histories, eps, run.path / "coordinates.png")
+            if monitored:
+                plot_monitors(histories, monitored, eps, rows, run.path / "monitors.png")
             if config.out is not None:
                 config.out.mkdir(parents=True, exist_ok=True)
                 for path in run.path.iterdir():
@@ -108,6 +126,8 @@ def run_hills(config: HillsConfig) -> int:
                         shutil.copyfile(path, config.out / path.name)
             run.finish(**{f"x0_n{r['dim']}_eps{r['eps']:g}": r["x0_final"]["mean"] for r in rows})
         print(hills_table(rows))
+        if monitored:
+            print("\n" + monitor_table(rows))
         print(f"run {run.id} saved to {run.path}", file=sys.stderr)
         return 0
     finally:
@@ -172,6 +192,30 @@ def hills_table(rows: list[dict[str, Any]]) -> str:
                      f"{r['seconds']:>7.1f}")
     lines.append("x0/step: mean x0 gain per step (at most lr); share on x0: -g0/||g|| over the last "
                  "records; PR: participation ratio of x1..xn; seconds per dimension (all its eps together)")
+    return "\n".join(lines)
+
+
+def monitor_table(rows: list[dict[str, Any]]) -> str:
+    """Per setting: when x0 stalled, and for each monitor how many seeds it warned before that and by how much."""
+    from alignlab.toys.hills_monitors import RULES
+
+    names = list(RULES)
+    lines = [f"{'n':>5} {'eps':>7} {'stall':>7} " + " ".join(f"{n:>22}" for n in names),
+             f"{'':>5} {'':>7} {'median':>7} " + " ".join(f"{'warned  median lead':>22}" for _ in names)]
+    for r in rows:
+        m = r.get("monitors")
+        if not m:
+            continue
+        stalls = [v for v in m["stall"] if v is not None]
+        stall = f"{sorted(stalls)[len(stalls) // 2]}" if stalls else "none"
+        cells = []
+        for n in names:
+            lead = m["lead"][n]
+            median = "-" if lead["median_lead"] is None else f"{lead['median_lead']:+.0f}"
+            cells.append(f"{lead['warned_before_stall']}/{len(m['stall']):<3} {median:>12}")
+        lines.append(f"{r['dim']:>5} {r['eps']:>7g} {stall:>7} " + " ".join(f"{c:>22}" for c in cells))
+    lines.append("stall: first record where x0's speed < half its early speed; warned: seeds whose alarm came "
+                 "before their stall; lead: stall step - alarm step (toys/hills_monitors.py has the rules)")
     return "\n".join(lines)
 
 

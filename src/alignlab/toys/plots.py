@@ -3,7 +3,9 @@
 - hills.png: x0, the step share on x0, the participation ratio and the largest |x_j| over time,
   one colour per setting (dimension, eps): the mean over seeds as a line, min..max as a band;
 - coordinates.png: for the first seed of each setting, x0 and every x_j over time (the picture
-  of the original post: demons are the few x_j that leave the crowd).
+  of the original post: demons are the few x_j that leave the crowd);
+- monitors.png: the gradient-share and curvature monitors over time, with the step where x0
+  stalls marked (toys/hills_monitors.py).
 """
 
 from __future__ import annotations
@@ -74,6 +76,45 @@ def plot_coordinates(histories: dict[int, History], eps: list[float], path: Path
         ax.legend(fontsize=8, loc="upper left")
     for ax in list(axes.flat)[len(settings):]:
         ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+MONITOR_PANELS = (("grad_share_x0", "x0's share of ||g||^2"), ("grad_top_share", "largest other coordinate's share"),
+                  ("hess_lmax", "|top Hessian eigenvalue|"), ("x0", "x0"))
+
+
+def plot_monitors(histories: dict[int, History], monitored: dict, eps: list[float], rows: list[dict],
+                  path: Path) -> Path:
+    """The monitors over steps per setting (mean over seeds, band = min..max), with each setting's
+    median stall step dashed: do the monitors move before x0 stalls?"""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    stalls = {(r["dim"], r["eps"]): [s for s in r.get("monitors", {}).get("stall", []) if s is not None] for r in rows}
+    for i, (label, steps, history, e) in enumerate(_settings(histories, eps)):
+        dim = int(label.split(",")[0][2:])
+        records = monitored.get(dim)
+        if records is None:
+            continue
+        colour = f"C{i % 10}"
+        for ax, (name, title) in zip(axes.flat, MONITOR_PANELS):
+            values = (getattr(history, name) if name == "x0" else records[name])[:, :, e].numpy()
+            if name == "hess_lmax":
+                values = np.abs(values)
+            ax.plot(steps, values.mean(1), color=colour, lw=1.6, label=label)
+            ax.fill_between(steps, values.min(1), values.max(1), color=colour, alpha=0.18, lw=0)
+            ax.set_title(title, fontsize=10)
+            stall = stalls.get((dim, eps[e]))
+            if stall:
+                ax.axvline(sorted(stall)[len(stall) // 2], color=colour, ls="--", lw=1)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("Tessellating hills through the white-box monitors (dashed: median step where x0 stalls)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

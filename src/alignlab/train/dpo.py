@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from alignlab.runs import Run
-from alignlab.train.options import LoraOptions, OptimOptions, RunOptions, VocabularyOptions
+from alignlab.train.options import LoraOptions, MonitorOptions, OptimOptions, RunOptions, VocabularyOptions
 from alignlab.train.components import DPO_LOSSES, kto_loss, make_dpo_robust, sft_term
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import keep_freed_memory
@@ -36,7 +36,7 @@ from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_poli
 
 
 @dataclass
-class DPOConfig(RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
+class DPOConfig(MonitorOptions, RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
     """Direct preference optimisation (DPO family, or KTO on thumbs)."""
 
     data: str = ""
@@ -126,6 +126,20 @@ def mismatched(n: int, seed: int) -> list[int]:
     return partner
 
 
+def pair_losses(scorer, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, part: list[int],
+                ref_first: torch.Tensor, ref_second: torch.Tensor, loss_fn, config: DPOConfig):
+    """Per-pair losses (b,) of one micro-batch whose rows are the chosen then the rejected
+    responses, with the policy's sequence log-probs of each half (b,)."""
+    seq = scorer(ids, mask, target).sum(-1)  # (2b,)
+    pc, pr = seq[:len(part)], seq[len(part):]
+    nc = target[:len(part)].sum(-1).float()
+    nr = target[len(part):].sum(-1).float()
+    losses = loss_fn(pc, pr, ref_first[part], ref_second[part], config.beta, nc, nr)
+    if config.sft_weight:
+        losses = losses + config.sft_weight * sft_term(pc, nc)
+    return losses, pc, pr
+
+
 def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = None) -> Run:
     """Optimise (or resume) a policy on preferences; returns the run. The policy is saved in it."""
     from accelerate import Accelerator
@@ -190,7 +204,8 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
     if world == 1:
         sparse_embedding_gradients(model)  # exact; saves a dense 262k-row gradient a step
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    module = accelerator.prepare(LogProbs(model))
+    plain = LogProbs(model)  # outside DDP: what monitors recompute the loss through
+    module = accelerator.prepare(plain)
     optimizer = adamw(trainable.values(), lr=config.lr or (5e-5 if config.lora else 5e-6),
                                   weight_decay=config.weight_decay)
     total = config.max_steps or config.epochs * -(-len(records) // config.batch_size)
@@ -234,20 +249,17 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
                                       config.desirable_weight, config.undesirable_weight)
                     stats = _kto_stats(logps, ref_first[part], labels[part], config.beta, z0)
                 else:
-                    seq = module(ids, mask, target).sum(-1)  # (2b,)
-                    pc, pr = seq[:len(part)], seq[len(part):]
-                    nc = target[:len(part)].sum(-1).float()
-                    nr = target[len(part):].sum(-1).float()
-                    losses = loss_fn(pc, pr, ref_first[part], ref_second[part], config.beta, nc, nr)
-                    if config.sft_weight:
-                        losses = losses + config.sft_weight * sft_term(pc, nc)
+                    losses, pc, pr = pair_losses(module, ids, mask, target, part, ref_first, ref_second, loss_fn, config)
                     stats = _dpo_stats(pc, pr, ref_first[part], ref_second[part], config.beta)
                 loss = losses.sum() / config.batch_size * world
                 check_finite(loss, step, f"{config.loss} loss", f"rows {part[:8]}")
                 accelerator.backward(loss)
             for k, v in {"loss": float(loss.detach()) / world, **stats}.items():
                 sums[k] = sums.get(k, 0.0) + v * (1.0 if k == "loss" else len(part) / local)
-        ctx = StepContext(step + 1, model, torch.tensor(sums["loss"]), optimizer, trainable)
+        ctx = StepContext(step + 1, model, torch.tensor(sums["loss"]), optimizer, trainable,
+                          loss_fn=None if kto else lambda ids=ids, mask=mask, target=target, part=part:
+                          pair_losses(plain, ids, mask, target, part, ref_first, ref_second, loss_fn,
+                                      config)[0].sum() / config.batch_size * world)
         optimizer_step(ctx, scheduler, config.max_grad_norm, hooks)
         metrics = {k: float(accelerator.reduce(torch.tensor([v], device=accelerator.device), "sum" if k == "loss" else "mean"))
                    for k, v in sums.items()}
@@ -273,6 +285,8 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
                 save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, {"ledger": ledger})
             accelerator.wait_for_everyone()
     bar.close()
+    if hooks is not None and accelerator.is_main_process:
+        hooks.finish(run)
     sparse_embedding_gradients(model, enable=False)
     if stop_at < total:
         if accelerator.is_main_process:

@@ -7,13 +7,16 @@ Every alignlab training loop calls, once per optimizer step:
     hooks.after_step(ctx)       # the optimizer has stepped
 
 with a ``StepContext`` holding the step number, the model, the loss, the optimizer, the
-trainable named parameters and the step's gradient-norm record. A hook may add metrics to
-``ctx.metrics``; the loop logs them with its own.
+trainable named parameters, the step's gradient-norm record and ``loss_fn``, a closure that
+recomputes the loss of the step's last micro-batch with its graph (for monitors that need
+derivatives of their own). A hook may add metrics to ``ctx.metrics``; the loop logs them with
+its own. When the loop ends (or stops to be resumed), the main process calls
+``hooks.finish(run)`` so hooks can write into the run folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +35,8 @@ class StepContext:
     clipped: bool = False
     """Whether clipping scaled this step's gradient down."""
     metrics: dict[str, Any] = field(default_factory=dict)
+    loss_fn: Callable[[], torch.Tensor] | None = None
+    """Recomputes the step's last micro-batch loss (scaled as that micro-batch's share of the step)."""
 
 
 class TrainingHook(Protocol):
@@ -55,6 +60,11 @@ class Hooks:
         for hook in self.hooks:
             if hasattr(hook, "after_step"):
                 hook.after_step(ctx)
+
+    def finish(self, run) -> None:
+        for hook in self.hooks:
+            if hasattr(hook, "finish"):
+                hook.finish(run)
 
 
 def clip_gradients(parameters: dict[str, torch.nn.Parameter], max_norm: float) -> tuple[float, bool]:

@@ -64,3 +64,13 @@ class VocabularyOptions:
 
     vocabulary: Path | None = None
     """A vocabulary file (JSON of kept token ids): logits over those tokens only, renormalised (fast on a CPU)."""
+
+
+@dataclass
+class MonitorOptions:
+    """White-box monitors watching the run from the inside (docs/whitebox.md)."""
+
+    monitor: str = ""
+    """Comma-separated monitors to attach: audit (blocked gradients), clip (which tensors' gradients are clipped), curvature (Hessian top eigenvalue and trace), or 'all'; results and red flags go to the run folder's monitors/."""
+    monitor_every: int = 10
+    """Run the audit and curvature monitors at step 1 and every this many optimizer steps (clip attribution runs every step)."""

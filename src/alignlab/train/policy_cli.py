@@ -14,6 +14,8 @@ from alignlab.train.sft import SFTConfig, train_sft
 
 
 def _report(run, method: str) -> int:
+    from alignlab.whitebox.monitors import read_flags
+
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under a multi-process launcher only the main process reports
     status = json.loads((run.path / "status.json").read_text())
@@ -22,16 +24,23 @@ def _report(run, method: str) -> int:
         kl = summary.get("kl")
         print(f"{method}: policy saved to {summary.get('policy')}"
               + (f"; KL(policy || reference) = {kl:.3f} nats per response" if kl is not None else ""))
+    flags = read_flags(run.path)
+    if flags:
+        print(f"{len(flags)} red flag(s) from the white-box monitors: {run.path / 'monitors' / 'report.md'}")
     print(f"run {run.id}: {run.path}", file=sys.stderr)
     return 0
 
 
 def run_sft(config: SFTConfig) -> int:
-    return _report(train_sft(config, progress=sys.stderr.isatty()), "sft")
+    from alignlab.whitebox.monitors import hooks_for
+
+    return _report(train_sft(config, progress=sys.stderr.isatty(), hooks=hooks_for(config)), "sft")
 
 
 def run_dpo(config: DPOConfig) -> int:
-    return _report(train_dpo(config, progress=sys.stderr.isatty()), "dpo")
+    from alignlab.whitebox.monitors import hooks_for
+
+    return _report(train_dpo(config, progress=sys.stderr.isatty(), hooks=hooks_for(config)), "dpo")
 
 
 def run_bon(config: BoNConfig) -> int:
@@ -43,8 +52,9 @@ def run_bon(config: BoNConfig) -> int:
 
 def run_ppo(config: PPOConfig) -> int:
     from alignlab.train.ppo import train_ppo
+    from alignlab.whitebox.monitors import hooks_for
 
-    return _report(train_ppo(config, progress=sys.stderr.isatty()), "ppo")
+    return _report(train_ppo(config, progress=sys.stderr.isatty(), hooks=hooks_for(config)), "ppo")
 
 
 SFT = Command("sft", "supervised fine-tuning on demonstrations", SFTConfig, run_sft)

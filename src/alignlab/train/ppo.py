@@ -29,7 +29,7 @@ from alignlab.models.forward import body_hidden_states, decoder
 from alignlab.models.scoring import target_logprobs
 from alignlab.models.vocab import vocabulary
 from alignlab.runs import Run
-from alignlab.train.options import LoraOptions, VocabularyOptions
+from alignlab.train.options import LoraOptions, MonitorOptions, VocabularyOptions
 from alignlab.train.components import (AdaptiveKLController, FixedKLController, clipped_policy_loss,
                                        clipped_value_loss, gae, kl_k1, kl_k3, masked_mean)
 from alignlab.train.hooks import Hooks, StepContext
@@ -42,7 +42,7 @@ from alignlab.train.reward_fn import load_reward
 
 
 @dataclass
-class PPOConfig(LoraOptions, VocabularyOptions):
+class PPOConfig(MonitorOptions, LoraOptions, VocabularyOptions):
     """RLHF with PPO against a reward model or a Python reward function."""
 
     prompts: Path | None = None
@@ -274,19 +274,26 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
             perm = torch.randperm(local, generator=torch.Generator().manual_seed(config.seed + it * 101 + epoch))
             for mb in range(local // local_mb):
                 sel = perm[mb * local_mb:(mb + 1) * local_mb]
-                new_logps, new_values = wrapped(ids[sel], mask[sel], target[sel], config.temperature)
-                pg_loss, pg = clipped_policy_loss(new_logps, old_logps[sel], advantages[sel], target[sel], config.cliprange)
-                vf_loss, vf_clipfrac = clipped_value_loss(new_values, old_values[sel], returns[sel], target[sel],
-                                                          config.cliprange_value)
                 # Token means over the whole minibatch, not per process: scale each process's mean by
                 # its share of the tokens (times the process count, as DDP averages gradients).
                 tokens = target[sel].sum().float()
                 share = tokens / accelerator.reduce(tokens.reshape(1).to(accelerator.device), "sum")[0] * world
-                pg_loss, vf_loss = pg_loss * share, vf_loss * share
-                loss = pg_loss + config.vf_coef * vf_loss
+
+                def minibatch_loss(net, sel=sel, share=share):
+                    new_logps, new_values = net(ids[sel], mask[sel], target[sel], config.temperature)
+                    pg_loss, pg = clipped_policy_loss(new_logps, old_logps[sel], advantages[sel], target[sel],
+                                                      config.cliprange)
+                    vf_loss, vf_clipfrac = clipped_value_loss(new_values, old_values[sel], returns[sel], target[sel],
+                                                              config.cliprange_value)
+                    pg_loss, vf_loss = pg_loss * share, vf_loss * share
+                    return pg_loss + config.vf_coef * vf_loss, pg_loss, vf_loss, pg, vf_clipfrac
+
+                loss, pg_loss, vf_loss, pg, vf_clipfrac = minibatch_loss(wrapped)
                 check_finite(loss, it, "PPO loss", f"minibatch {mb} of epoch {epoch}")
                 accelerator.backward(loss)
-                ctx = StepContext(it + 1, module, loss.detach(), optimizer, trainable)
+                update = (it * config.ppo_epochs + epoch) * (local // local_mb) + mb + 1  # optimizer steps so far
+                ctx = StepContext(update, module, loss.detach(), optimizer, trainable,
+                                  loss_fn=lambda fn=minibatch_loss: fn(module)[0])
                 optimizer_step(ctx, scheduler, config.max_grad_norm, hooks)
                 for k, v in {"policy/approxkl_avg": pg["approxkl"], "policy/clipfrac_avg": pg["clipfrac"],
                              "loss/policy_avg": pg_loss, "loss/value_avg": vf_loss, "val/clipfrac_avg": vf_clipfrac,
@@ -294,6 +301,9 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
                     stats.setdefault(k, []).append(float(accelerator.reduce(v.detach().reshape(1).float(), "mean")))
                 stats.setdefault("grad_norm", []).append(ctx.grad_norm)
                 stats.setdefault("grad_clipped", []).append(float(ctx.clipped))
+                for k, v in ctx.metrics.items():  # the hooks' scalars, averaged over the iteration's updates
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        stats.setdefault(k, []).append(float(v))
 
         # Bookkeeping: KL per response steers beta; the ledger records the pressure applied
         reduce = lambda t: float(accelerator.reduce(t.reshape(1).float().to(accelerator.device), "mean"))  # noqa: E731
@@ -337,6 +347,8 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
                                 {"kl_coef": kl_ctl.value, "ledger": ledger})
             accelerator.wait_for_everyone()
     bar.close()
+    if hooks is not None and accelerator.is_main_process:
+        hooks.finish(run)
     sparse_embedding_gradients(policy, enable=False)
     if stop_at < config.iterations:
         if accelerator.is_main_process:

@@ -12,6 +12,7 @@ CPU): each process takes an equal slice of every global batch and DDP averages g
 from __future__ import annotations
 
 import math
+from functools import partial
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 
 from alignlab.fileio import atomic_write_json, read_jsonl
 from alignlab.runs import Run
-from alignlab.train.options import OptimOptions, RunOptions
+from alignlab.train.options import MonitorOptions, OptimOptions, RunOptions
 from alignlab.train.components import centering_loss, choice_nll, rating_loss
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import keep_freed_memory
@@ -34,7 +35,7 @@ DEFAULT_LR = {"head": 1e-3, "last": 1e-4, "lora": 2e-4, "full": 1e-5}
 
 
 @dataclass
-class RewardTrainConfig(RunOptions, OptimOptions):
+class RewardTrainConfig(MonitorOptions, RunOptions, OptimOptions):
     """Train a reward model from feedback files."""
 
     data: str = ""
@@ -311,14 +312,16 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
 
     # 3. what trains, wrapped for data parallelism when there are several processes
     if features is not None:
-        module = accelerator.prepare(rm.head)
+        plain = rm.head  # outside DDP: what monitors recompute the loss through
+        module = accelerator.prepare(plain)
 
-        def rewards_of(texts: list[int]) -> torch.Tensor:
+        def rewards_of(texts: list[int], module=module) -> torch.Tensor:
             return module(features[texts].to(accelerator.device))
     else:
-        module = accelerator.prepare(rm)
+        plain = rm
+        module = accelerator.prepare(plain)
 
-        def rewards_of(texts: list[int]) -> torch.Tensor:
+        def rewards_of(texts: list[int], module=module) -> torch.Tensor:
             rows = [items.ids[t] for t in texts]
             ids, mask = pad_right(rows, rm.pad_id)
             return module(ids.to(accelerator.device), mask.to(accelerator.device), starts_of(rows).to(accelerator.device))
@@ -354,7 +357,10 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
         loss = (losses * weights[mine]).sum() / local
         check_finite(loss, step, "reward loss", f"items {mine[:8]}")
         accelerator.backward(loss)
-        ctx = StepContext(step + 1, rm, loss.detach(), optimizer, trainable)
+        ctx = StepContext(step + 1, rm, loss.detach(), optimizer, trainable,
+                          loss_fn=lambda mine=mine, reference=rm.reference:
+                          (batch_losses(partial(rewards_of, module=plain), items, mine, reference, config)[0]
+                           * weights[mine]).sum() / local)
         optimizer_step(ctx, scheduler, config.max_grad_norm, hooks)
         # The reference point for thumbs follows the mean reward of what the model sees (BCO-style).
         batch_mean = accelerator.reduce(stats["batch_mean_reward"].reshape(1).to(accelerator.device), "mean")
@@ -370,6 +376,8 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
                 save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, {"reference": rm.reference})
             accelerator.wait_for_everyone()
     bar.close()
+    if hooks is not None and accelerator.is_main_process:
+        hooks.finish(run)
     sparse_embedding_gradients(rm.lm, enable=False)
     if stop_at < total:
         if accelerator.is_main_process:

@@ -13,7 +13,9 @@ from alignlab.train.reward import RewardTrainConfig, train_reward
 
 
 def run_train(config: RewardTrainConfig) -> int:
-    run = train_reward(config, progress=sys.stderr.isatty())
+    from alignlab.whitebox.monitors import hooks_for
+
+    run = train_reward(config, progress=sys.stderr.isatty(), hooks=hooks_for(config))
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under a multi-process launcher only the main process reports
     status = run.path / "summary.json"

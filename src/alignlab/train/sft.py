@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from alignlab.runs import Run
-from alignlab.train.options import LoraOptions, OptimOptions, RunOptions, VocabularyOptions
+from alignlab.train.options import LoraOptions, MonitorOptions, OptimOptions, RunOptions, VocabularyOptions
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import keep_freed_memory
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint,
@@ -26,7 +26,7 @@ from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_poli
 
 
 @dataclass
-class SFTConfig(RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
+class SFTConfig(MonitorOptions, RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
     """Supervised fine-tuning on demonstrations."""
 
     data: str = ""
@@ -82,7 +82,8 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
     if world == 1:
         sparse_embedding_gradients(model)  # exact; saves a dense 262k-row gradient a step
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    module = accelerator.prepare(LogProbs(model))
+    plain = LogProbs(model)  # outside DDP: what monitors recompute the loss through
+    module = accelerator.prepare(plain)
     optimizer = adamw(trainable.values(), lr=config.lr or (2e-4 if config.lora else 2e-5),
                                   weight_decay=config.weight_decay)
     total = config.max_steps or config.epochs * -(-len(examples) // config.batch_size)
@@ -118,7 +119,9 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
                 check_finite(loss, step, "SFT loss", f"rows {mine[:8]}")
                 accelerator.backward(loss)
             loss_sum += float(loss.detach()) / world
-        ctx = StepContext(step + 1, model, torch.tensor(loss_sum), optimizer, trainable)
+        ctx = StepContext(step + 1, model, torch.tensor(loss_sum), optimizer, trainable,
+                          loss_fn=lambda ids=ids, mask=mask, target=target:
+                          -(plain(ids, mask, target).sum()) / batch_tokens * world)
         optimizer_step(ctx, scheduler, config.max_grad_norm, hooks)
         loss_global = float(accelerator.reduce(torch.tensor([loss_sum], device=accelerator.device), "sum"))
         metrics = {"loss": loss_global, "grad_norm": ctx.grad_norm, "grad_clipped": ctx.clipped,
@@ -136,6 +139,8 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
                 save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, {"ledger": ledger})
             accelerator.wait_for_everyone()
     bar.close()
+    if hooks is not None and accelerator.is_main_process:
+        hooks.finish(run)
     sparse_embedding_gradients(model, enable=False)
     if stop_at < total:
         if accelerator.is_main_process:
