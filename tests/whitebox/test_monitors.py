@@ -328,3 +328,46 @@ def test_inspect_names_the_problem_with_bad_input(tmp_path, capsys):
     texts.write_text("Some text here.\n")
     assert main(["inspect", "--model", "tiny", "--data", str(texts), "--monitor", "hessian"]) != 0
     assert "unknown monitor hessian" in capsys.readouterr().err
+
+
+def small_curvature(monitors=("audit", "clip", "curvature")):
+    """Every monitor, at every other step, with few Hessian products (each is a double backward)."""
+    return WhiteboxMonitor(MonitorSettings(monitors, every=2, max_grad_norm=1.0, sensitivity=1,
+                                           curvature_iterations=3, trace_samples=2, spectrum_steps=3))
+
+
+def check_monitored_run(run, monitor, audited_steps):
+    flags = json.loads((run.path / "monitors" / "flags.json").read_text())["flags"]
+    assert flags == [], flags
+    assert [a["step"] for a in monitor.audits] == audited_steps
+    assert [c["step"] for c in monitor.curvature] == audited_steps
+    assert all(c["hess/trace/all"] != 0 for c in monitor.curvature)
+    assert (run.path / "monitors" / "spectrum.png").exists()
+
+
+def test_dpo_ppo_and_reward_training_run_every_monitor(tmp_path):
+    from alignlab.data import PreferencePair, write_feedback
+    from alignlab.train.dpo import DPOConfig, train_dpo
+    from alignlab.train.ppo import PPOConfig, train_ppo
+    from alignlab.train.reward import RewardTrainConfig, train_reward
+
+    pairs = tmp_path / "pairs.jsonl"
+    write_feedback(pairs, [PreferencePair(f"Describe day {i}:", " It was lovely and warm.", " It was awful and cold.")
+                           for i in range(8)])
+    monitor = small_curvature()
+    run = train_dpo(DPOConfig(data=str(pairs), model="tiny", max_steps=2, batch_size=4, kl_prompts=0), progress=False,
+                    hooks=Hooks([monitor]))
+    check_monitored_run(run, monitor, [1, 2])
+
+    monitor = small_curvature()
+    run = train_reward(RewardTrainConfig(data=str(pairs), model="tiny", mode="full", max_steps=2, batch_size=4,
+                                         eval_fraction=0.0), progress=False, hooks=Hooks([monitor]))
+    check_monitored_run(run, monitor, [1, 2])
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Tell me about thing 1.\nTell me about thing 2.\n")
+    monitor = small_curvature()
+    run = train_ppo(PPOConfig(prompts=prompts, reward="tests.train.rewards_for_tests:vowel_share", model="tiny",
+                              iterations=1, rollout_batch=4, minibatch_size=2, ppo_epochs=1, max_new_tokens=4),
+                    progress=False, hooks=Hooks([monitor]))
+    check_monitored_run(run, monitor, [1, 2])  # one iteration: two minibatch updates

@@ -121,18 +121,18 @@ def plain_autograd(model) -> Iterator[None]:
     input embedding's gradient is dense: slower, but the graph can be walked more than once and
     differentiated twice (Hessian-vector products), and no gradient goes around autograd. The
     white-box monitors run their extra passes under it."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    embedding = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
-    sparse = getattr(embedding, "sparse", False)  # any PyTorch model may come here, not only LMs
+    # Any module may come here (a reward model wrapping an LM, a policy with a value head, a
+    # plain PyTorch model): every sparse embedding inside it turns dense for the block.
+    sparse = [m for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
     before = getattr(_PLAIN, "on", False)
     _PLAIN.on = True
-    if sparse:
+    for embedding in sparse:
         embedding.sparse = False
     try:
         yield
     finally:
         _PLAIN.on = before
-        if sparse:
+        for embedding in sparse:
             embedding.sparse = True
 
 
