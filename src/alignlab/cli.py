@@ -51,6 +51,9 @@ COMMANDS: dict[str, str] = {
     "toys hills": "alignlab.toys.command:TOYS_HILLS",
     "inspect": "alignlab.whitebox.inspect_command:INSPECT",
     "toys shutdown": "alignlab.toys.command:TOYS_SHUTDOWN",
+    "surgery task-vector": "alignlab.whitebox.surgery_command:SURGERY_TASK_VECTOR",
+    "surgery layers": "alignlab.whitebox.surgery_command:SURGERY_LAYERS",
+    "surgery stitch": "alignlab.whitebox.surgery_command:SURGERY_STITCH",
     "loom": "alignlab.loom.command:LOOM",
     "loom export": "alignlab.loom.command:LOOM_EXPORT",
     "loom import": "alignlab.loom.command:LOOM_IMPORT",
@@ -73,6 +76,7 @@ HELP: dict[str, str] = {
     "forecast": "Biological Anchors compute forecast",
     "inspect": "white-box monitors (blocked gradients, gradient shares, curvature) on a saved model",
     "toys": "small worlds: 'toys hills' (tessellating-hills demons), 'toys shutdown' (shutdown problem, DReST)",
+    "surgery": "edit a model: 'surgery task-vector', 'surgery layers', 'surgery stitch'",
     "loom": "steer a model by hand in a web app ('loom'; 'loom export|import|train')",
 }
 
