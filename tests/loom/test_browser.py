@@ -118,10 +118,22 @@ def test_counterfactual_token_next_tokens_graph_and_export(page, live_loom, tree
     page.click("#next-tokens")
     page.wait_for_selector("#multiverse:not([hidden]) .block")
     assert page.locator("#multiverse .block").count() == 5 + 25
+    # Block heights are path probabilities: the five first tokens' blocks are drawn in proportion.
+    heights = page.eval_on_selector_all("#multiverse > .mv-col > .mv-row > .block",
+                                        "bs => bs.map(b => b.getBoundingClientRect().height)")
+    assert len(heights) == 5 and heights == sorted(heights, reverse=True) and sum(heights) <= 262
+    page.screenshot(path=str(shots / "loom-multiverse.png"), full_page=True)
+    # clicking a second-column block writes its two-token path below the node, as a person's choice
+    # (dispatched: on the random tiny model a two-token path's block is a pixel high)
+    page.dispatch_event("#multiverse > .mv-col > .mv-row:first-child > .mv-col > .mv-row:first-child > .block", "click")
+    page.wait_for_function(f"window.loom.state.current !== '{branch['id']}'")
+    (made,) = store.children(branch["id"])
+    assert made["id"] == page.evaluate("window.loom.state.current")
+    assert made["source"] == "human" and made["intervention_bits"] > 0
 
     page.click("#show-graph")
     page.wait_for_selector("#graph-view circle")
-    assert page.locator("#graph-view circle").count() == 3
+    assert page.locator("#graph-view circle").count() == 4
     page.screenshot(path=str(shots / "loom-graph.png"), full_page=True)
 
     store.record(tree["id"], "compare", {"a": child["id"], "b": branch["id"], "choice": "a"}, "tester")

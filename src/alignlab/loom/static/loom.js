@@ -258,13 +258,32 @@ function showAlternatives(node, index, ev) {
   popup.hidden = false;
 }
 
+// The block multiverse: each column is one more token; a block's height is the probability of
+// the whole path to it, so the blocks after a token share its height; the grey rest of a column
+// is the probability of every path not shown. Clicking a block writes its path as a child.
+const MULTIVERSE_HEIGHT = 260;
+
 async function nextTokens() {
   const view = await getJSON(`/nodes/${state.current}/next-tokens?breadth=5&depth=2`);
+  const from = state.current;
+  const column = (items, path, mass) => {
+    const shown = items.reduce((sum, t) => sum + t.probability, 0);
+    return el("div", {class: "mv-col"}, ...items.map((t) => {
+      const text = path + t.text;
+      const block = el("button", {class: "block", title: `${JSON.stringify(text)}: ${(100 * t.probability).toFixed(2)}% — click to branch with it`,
+                                  style: `height:${Math.max(1, t.probability * MULTIVERSE_HEIGHT)}px`},
+        el("span", {class: "mv-text"}, JSON.stringify(t.text)), el("span", {class: "mv-p"}, `${(100 * t.probability).toFixed(1)}%`));
+      block.addEventListener("click", async () => {
+        const made = await send("POST", `/nodes/${from}/children`, {text});
+        await openTree(state.tree.tree.id, made.id);
+      });
+      return el("div", {class: "mv-row"}, block, t.children.length ? column(t.children, text, t.probability) : "");
+    }), el("div", {class: "mv-rest", style: `height:${Math.max(0, (mass - shown) * MULTIVERSE_HEIGHT)}px`,
+                   title: `${(100 * (mass - shown)).toFixed(1)}% on other tokens`}));
+  };
   const box = $("multiverse");
-  const block = (items) => el("ul", {}, ...items.map((t) => el("li", {},
-    el("span", {class: "block", title: `${(100 * t.probability).toFixed(2)}%`}, `${JSON.stringify(t.text)} ${(100 * t.probability).toFixed(1)}%`),
-    t.children.length ? block(t.children) : "")));
-  box.replaceChildren(block(view));
+  box.replaceChildren(el("div", {class: "mv-head"}, "next tokens: block height = probability of the path · click a block to branch with it"),
+                      column(view, "", 1));
   box.hidden = false;
 }
 
