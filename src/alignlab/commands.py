@@ -325,6 +325,13 @@ def run_runs_show(config: RunsShowConfig) -> int:
           f"torch {env.get('packages', {}).get('torch')}, transformers {env.get('packages', {}).get('transformers')}")
     if metrics:
         print(f"metrics: {len(metrics)} lines; last: " + json.dumps(metrics[-1]))
+    from alignlab.whitebox.monitors import read_flags
+
+    flags = read_flags(r.path)
+    if flags is not None:  # the run was monitored: its red flags, or that there were none
+        print(f"red flags (white-box monitors, {r.path / 'monitors' / 'report.md'}): {len(flags) or 'none'}")
+        for f in flags:
+            print(f"  [{f['check']}] {f['where']}: {f['what']} (since step {f['since']})")
     print(f"samples: {len(samples)}")
     for s in samples[:config.samples]:
         print(f"  {json.dumps(s.get('prompt', ''))[:60]} -> {json.dumps(s.get('text', s.get('continuation', '')))[:100]}")

@@ -263,7 +263,7 @@ def test_the_tiny_language_model_is_clean(tiny):
     assert result.flags == [], result.flags
 
 
-def test_sft_with_monitors_writes_the_report_and_trains_as_without(tmp_path, monkeypatch):
+def test_sft_with_monitors_writes_the_report_and_trains_as_without(tmp_path, monkeypatch, capsys):
     from alignlab.cli import main
     from alignlab.data import Demonstration, write_feedback
     from alignlab.runs import find_run
@@ -290,6 +290,8 @@ def test_sft_with_monitors_writes_the_report_and_trains_as_without(tmp_path, mon
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert find_run(watched.name).state == "finished"
+    assert main(["runs", "show", watched.name]) == 0
+    assert "red flags (white-box monitors" in capsys.readouterr().out
 
 
 def test_inspect_runs_every_monitor_on_a_saved_model_and_a_text_file(tmp_path, monkeypatch, capsys):
