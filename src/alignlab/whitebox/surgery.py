@@ -529,7 +529,7 @@ class Stitch(torch.nn.Module):
 
 
 class _Stop(Exception):
-    pass
+    """Raised by the capture hook to end a forward pass once the wanted layer's input is read."""
 
 
 @torch.no_grad()
@@ -548,8 +548,8 @@ def residual_at(model, windows: torch.Tensor, layer: int, batch_size: int = 4) -
             ids = windows[start:start + batch_size].to(device)
             try:
                 decoder(model)(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
-            except _Stop:
-                pass
+            except _Stop:  # the hook has what it needs; the layers above are deliberately not run
+                continue
     finally:
         handle.remove()
     return torch.cat(captured)
