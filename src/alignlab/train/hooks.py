@@ -65,12 +65,3 @@ class Hooks:
         for hook in self.hooks:
             if hasattr(hook, "finish"):
                 hook.finish(run)
-
-
-def clip_gradients(parameters: dict[str, torch.nn.Parameter], max_norm: float) -> tuple[float, bool]:
-    """Clip the global gradient norm to ``max_norm`` (0 = no clipping); return (norm before, clipped?)."""
-    grads = [p for p in parameters.values() if p.grad is not None]
-    if not grads:
-        return 0.0, False
-    norm = float(torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm > 0 else float("inf")))
-    return norm, bool(max_norm > 0 and norm > max_norm)

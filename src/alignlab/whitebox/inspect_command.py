@@ -159,6 +159,7 @@ def run_inspect(config: InspectConfig) -> int:
     fns = batch_loss_fns(model, tokenizer, texts, config.batches, config.batch_size, config.max_length)
     optimizer = torch.optim.SGD(parameters.values(), lr=0.0)  # curvature's stability ratio needs a rate: none here
     from alignlab.train.hooks import StepContext
+    from alignlab.train.loop import global_norm
 
     with Run.create("inspect", config, seed=config.seed) as run:
         for step, fn in enumerate(tqdm(fns, desc="inspect", unit="batch", disable=not sys.stderr.isatty()), start=1):
@@ -167,7 +168,7 @@ def run_inspect(config: InspectConfig) -> int:
                 loss = fn()
                 loss.backward()
             grads = [p.grad for p in parameters.values() if p.grad is not None]
-            norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+            norm = float(global_norm(grads))
             ctx = StepContext(step, model, loss.detach(), optimizer, parameters, grad_norm=norm,
                               clipped=config.max_grad_norm > 0 and norm > config.max_grad_norm, loss_fn=fn)
             monitor.after_backward(ctx)
