@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from alignlab.models import SampleConfig, sample, stream
-from alignlab.models.sampling import choose_tokens, encode_prompt
+from alignlab.models.sampling import DRAW_BLOCK, _draw, choose_tokens, encode_prompt
 
 PROMPTS = ["The old lighthouse keeper", "Once upon a time, in a city made entirely of glass, there lived", "Hi"]
 
@@ -97,7 +97,7 @@ def test_stream_yields_the_same_tokens_as_sample(tiny):
 
 def _draws(logits, cfg, n, banned=()):
     gens = [torch.Generator().manual_seed(i) for i in range(n)]
-    ids, raw, samp, _ = choose_tokens(logits.expand(n, -1).clone(), cfg, gens, banned)
+    ids, raw, samp, _, _ = choose_tokens(logits.expand(n, -1).clone(), cfg, gens, banned)
     return ids, raw, samp
 
 
@@ -130,6 +130,52 @@ def test_a_wide_nucleus_beyond_the_first_candidates_is_exact():
     ids, _, samp = _draws(logits, SampleConfig(top_p=0.5), 200)
     assert samp.tolist() == pytest.approx([math.log(1 / 2500)] * 200, abs=1e-3)
     assert len(set(ids.tolist())) > 150
+
+
+def _draw_by_full_cdf(probs, keep, uniform):
+    """The one-level inverse CDF: first column whose float64 cumulative kept mass exceeds u * total."""
+    kept = torch.where(keep, probs, torch.zeros(())).double() if keep is not None else probs.double()
+    cdf = kept.cumsum(-1)
+    col = torch.searchsorted(cdf, uniform[:, None] * cdf[:, -1:], right=True).clamp(max=kept.shape[1] - 1)
+    return col[:, 0]
+
+
+@pytest.mark.parametrize("width", [7, DRAW_BLOCK, 3 * DRAW_BLOCK + 5])
+def test_the_two_level_draw_picks_the_full_cdf_column(width):
+    torch.manual_seed(width)
+    rows = 400
+    probs = torch.softmax(torch.randn(rows, width) * 3, -1)
+    probs[:, : width // 2] *= (torch.rand(rows, 1) < 0.3)  # some rows with a first half of zero mass
+    keep = torch.rand(rows, width) < 0.7
+    keep[:, -1] = True  # the second half always has mass: no row is empty
+    uniform = torch.rand(rows, dtype=torch.float64)
+    uniform[:3] = torch.tensor([0.0, 1 - 2 ** -53, 0.5])
+    for mask in (None, keep):
+        col, lp = _draw(probs, mask, uniform)
+        assert torch.equal(col, _draw_by_full_cdf(probs, mask, uniform))
+        kept = probs if mask is None else torch.where(mask, probs, torch.zeros(()))
+        assert bool((kept.gather(1, col[:, None]) > 0).all())  # never a zero-mass column
+        expected = (kept.gather(1, col[:, None])[:, 0].double() / kept.double().sum(-1)).log().float()
+        assert torch.allclose(lp, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg, banned", [(SampleConfig(temperature=0.7, entropy=True), ()),
+                                         (SampleConfig(temperature=0.7, entropy=True), (3, 9)),
+                                         (SampleConfig(temperature=1.3, top_p=0.9, entropy=True), ()),
+                                         (SampleConfig(temperature=0.0, entropy=True), ())])
+def test_the_entropy_is_that_of_the_temperature_scaled_distribution_before_filtering(cfg, banned):
+    torch.manual_seed(0)
+    logits = torch.randn(5, 50) * 2
+    gens = [torch.Generator().manual_seed(i) for i in range(5)]
+    choice = choose_tokens(logits.clone(), cfg, gens, banned)
+    logp = torch.log_softmax(logits.double() / (cfg.temperature or 1.0), -1)
+    assert torch.allclose(choice.entropy.double(), -(logp.exp() * logp).sum(-1), atol=1e-5)
+    assert choose_tokens(logits.clone(), SampleConfig(temperature=0.7), gens, banned).entropy is None
+
+
+def test_a_row_with_no_mass_is_refused():
+    with pytest.raises(ValueError, match="row 1 has no token"):
+        _draw(torch.tensor([[0.5, 0.5], [0.0, 0.0]]), None, torch.tensor([0.3, 0.3], dtype=torch.float64))
 
 
 def test_bad_settings_are_refused_with_the_field_named(tiny):

@@ -100,9 +100,10 @@ def test_two_processes_match_one_with_one_minibatch(toy, tmp_path):
 
 
 @pytest.mark.parametrize("vocabulary", [False, True])
-def test_the_samplers_log_probs_and_entropies_are_the_policy_pass_ones(tiny, vocabulary, tmp_path):
+def test_the_samplers_log_probs_entropies_and_values_are_the_policy_pass_ones(tiny, vocabulary, tmp_path):
     """PPO takes the rollout's log-probs and entropies from the sampler (as TRL takes them from
-    generate()'s scores) instead of a second pass: they must equal what the training pass computes."""
+    generate()'s scores), and its values from the value head on the sampler's hidden states,
+    instead of more passes: they must equal what the training pass computes."""
     import copy
 
     from alignlab.models import SampleConfig, sample
@@ -117,12 +118,15 @@ def test_the_samplers_log_probs_and_entropies_are_the_policy_pass_ones(tiny, voc
         restrict_vocabulary(model, VocabularySubset(kept, model.config.vocab_size, tokenizer))
     prompts = ["The cat sat", "Once upon a time there was", "A"]
     done = sample(model, tokenizer, prompts, SampleConfig(max_new_tokens=7, temperature=0.7, seed=3, alternatives=0,
-                                                          entropy=True))
+                                                          entropy=True, hidden=True))
     examples = [Example(c.prompt, c.prompt_ids, c.token_ids) for c in done]
     ids, mask, target = batch_tensors(examples, tokenizer.pad_token_id)
     module = PolicyAndValue(model)
+    torch.nn.init.normal_(module.value_head.weight, std=0.5)  # a value head that reads the states
+    torch.nn.init.constant_(module.value_head.bias, 0.25)
     with torch.no_grad():
-        logps, _ = module(ids, mask, target, 0.7)
+        logps, values = module(ids, mask, target, 0.7)
+        kept_values = module.values_from_states(torch.stack([t.hidden for c in done for t in c.tokens]), target)
         z = module.policy(input_ids=ids, attention_mask=mask).logits[:, :-1].float() / 0.7
         if vocabulary:
             from alignlab.models.vocab import vocabulary as kept
@@ -135,4 +139,7 @@ def test_the_samplers_log_probs_and_entropies_are_the_policy_pass_ones(tiny, voc
     entropies = _per_position([[t.entropy for t in c.tokens] for c in done], target)
     assert torch.allclose(sampled, logps, atol=1e-4)
     assert torch.allclose(entropies, plain_entropy * target, atol=1e-4)
+    assert torch.allclose(kept_values, values, atol=1e-4) and bool((values[target.bool()] != 0).all())
     assert target.sum() == sum(len(c.tokens) for c in done)
+    with pytest.raises(RuntimeError, match="hidden states for"):
+        module.values_from_states(torch.zeros(1, model.config.hidden_size), target)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -45,6 +46,9 @@ class SampleConfig:
     """How many top alternatives (by raw log-prob) to record for each generated token."""
     entropy: bool = field(default=False, metadata={"cli": False})
     """Also record the entropy of each step's sampling distribution (temperature applied; top-k/top-p not)."""
+    hidden: bool = field(default=False, metadata={"cli": False})
+    """Also keep each token's final hidden state (last layer, after the final norm: the row its logits
+    came from), so a value head can read the states without another pass (train/ppo.py)."""
 
     def check(self) -> None:
         """Refuse settings that cannot work, naming the field."""
@@ -83,6 +87,8 @@ class Token:
     alternatives: list[Alternative]
     entropy: float | None = None
     """Entropy (nats) of the distribution at temperature this token was drawn from, when asked for."""
+    hidden: torch.Tensor | None = field(default=None, repr=False)
+    """(D,) the final hidden state this token's logits came from, when asked for (not serialised)."""
 
     def to_dict(self) -> dict:
         out = {"id": self.id, "text": self.text, "logprob": self.logprob, "sample_logprob": self.sample_logprob,
@@ -186,26 +192,72 @@ def _nucleus_mask(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return before < top_p
 
 
-def _draw(probs: torch.Tensor, keep: torch.Tensor, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse-CDF draw of one column per row among ``keep``; returns (column (B,), log-prob (B,))."""
-    kept = torch.where(keep, probs.double(), torch.zeros((), dtype=torch.float64))  # (B, K)
-    cdf = kept.cumsum(-1)  # (B, K)
-    total = cdf[:, -1:]
-    col = torch.searchsorted(cdf, uniform[:, None] * total).clamp(max=kept.shape[1] - 1)  # (B, 1)
-    # A zero-probability column can only be hit through float rounding at the very top: step back.
-    while bool((kept.gather(1, col) == 0).any()):
-        col = torch.where(kept.gather(1, col) == 0, col - 1, col)
-    return col[:, 0], (kept.gather(1, col) / total).log()[:, 0].float()
+DRAW_BLOCK = 1024
+"""Columns per block of the two-level inverse CDF in ``_draw``."""
+
+
+def _draw(probs: torch.Tensor, keep: torch.Tensor | None, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-CDF draw of one column per row among ``keep`` (None: every column); returns
+    (column (B,), log-prob (B,)).
+
+    Row i gets the first column whose cumulative kept mass exceeds ``uniform[i]`` times the row's
+    total. The search goes in two levels: block totals (float32 sums of ``DRAW_BLOCK`` columns)
+    accumulated in float64, then a float64 cumulative sum inside the one block the target falls
+    in. A full-width float64 cumulative sum costs ~3x as much per decode step on a 262k-token
+    vocabulary; the column is the same unless the target lies within float32 rounding of a
+    block's edge.
+    """
+    kept = probs if keep is None else torch.where(keep, probs, torch.zeros((), dtype=probs.dtype))  # (B, K)
+    rows, width = kept.shape
+    blocks = -(-width // DRAW_BLOCK)
+    padded = kept if width == blocks * DRAW_BLOCK else torch.nn.functional.pad(kept, (0, blocks * DRAW_BLOCK - width))
+    tiles = padded.view(rows, blocks, DRAW_BLOCK)
+    ends = tiles.sum(-1).double().cumsum(-1)  # (B, blocks): kept mass up to each block's end
+    total = ends[:, -1:]  # (B, 1)
+    target = uniform[:, None].double() * total  # (B, 1)
+    block = torch.searchsorted(ends, target, right=True).clamp(max=blocks - 1)  # (B, 1)
+    start = torch.where(block > 0, ends.gather(1, (block - 1).clamp(min=0)), torch.zeros_like(target))
+    inner = tiles[torch.arange(rows), block[:, 0]].double().cumsum(-1) + start  # (B, DRAW_BLOCK)
+    col = (block * DRAW_BLOCK + torch.searchsorted(inner, target, right=True)).clamp(max=width - 1)  # (B, 1)
+    # A zero-mass column is reached only through rounding at an edge: take the last kept one before it.
+    for r in (kept.gather(1, col)[:, 0] == 0).nonzero()[:, 0].tolist():
+        before = (kept[r, :int(col[r, 0]) + 1] > 0).nonzero()
+        anywhere = before if len(before) else (kept[r] > 0).nonzero()
+        if not len(anywhere):
+            raise ValueError(f"row {r} has no token with positive probability to sample")
+        col[r, 0] = anywhere[-1, 0] if len(before) else anywhere[0, 0]
+    return col[:, 0], (kept.gather(1, col).double() / total).log()[:, 0].float()
+
+
+class Choice(NamedTuple):
+    """One decode step's pick for every row (see ``choose_tokens``)."""
+
+    ids: torch.Tensor
+    """(B,) the chosen token ids (columns of the logits)."""
+    logprob: torch.Tensor
+    """(B,) their raw log-probs (temperature 1, no filtering)."""
+    sample_logprob: torch.Tensor
+    """(B,) their log-probs under the distribution they were drawn from."""
+    raw: torch.Tensor
+    """(B, V) raw log-probs of every token."""
+    entropy: torch.Tensor | None
+    """(B,) entropy of the temperature-scaled distribution (before filtering), if asked for."""
+
+
+def _entropy(z: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+    """H = logsumexp(z) - sum softmax(z) * z per row; ``probs`` is softmax(z) where already known."""
+    probs = torch.softmax(z, dim=-1) if probs is None else probs
+    return torch.logsumexp(z, dim=-1) - (probs * z).sum(-1)
 
 
 def choose_tokens(logits: torch.Tensor, config: SampleConfig, generators: Sequence[torch.Generator],
-                  banned: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  banned: Sequence[int] = ()) -> Choice:
     """Pick one token per row.
 
-    ``logits`` is (B, V) float32. Returns (ids (B,), raw log-probs of the ids (B,), sampling
-    log-probs of the ids (B,), raw log-probs of every token (B, V)). ``banned`` ids get
-    probability zero in the sampling distribution (not in the raw one): that is how
-    min_new_tokens holds EOS back.
+    ``logits`` is (B, V) float32. ``banned`` ids get probability zero in the sampling
+    distribution (not in the raw one): that is how min_new_tokens holds EOS back. With
+    ``config.entropy`` the entropy of softmax(logits / temperature) comes too, reusing the
+    sampling probabilities where they are that distribution.
     """
     raw = torch.log_softmax(logits, dim=-1)  # (B, V)
     rows, vocab = logits.shape
@@ -215,13 +267,19 @@ def choose_tokens(logits: torch.Tensor, config: SampleConfig, generators: Sequen
         scores[:, list(banned)] = -math.inf
     if config.temperature == 0:
         ids = scores.argmax(-1)
-        return ids, raw.gather(1, ids[:, None])[:, 0], torch.zeros(rows), raw
+        entropy = _entropy(logits) if config.entropy else None
+        return Choice(ids, raw.gather(1, ids[:, None])[:, 0], torch.zeros(rows), raw, entropy)
     scores = scores / config.temperature
+    entropy = None
     uniform = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])  # (B,)
     if config.top_k == 0 and config.top_p >= 1.0:
         probs = torch.softmax(scores, dim=-1)  # (B, V)
-        ids, sample_lp = _draw(probs, probs > 0, uniform)
-        return ids, raw.gather(1, ids[:, None])[:, 0], sample_lp, raw
+        if config.entropy:
+            entropy = _entropy(scores, probs) if not banned else _entropy(logits / config.temperature)
+        ids, sample_lp = _draw(probs, None, uniform)
+        return Choice(ids, raw.gather(1, ids[:, None])[:, 0], sample_lp, raw, entropy)
+    if config.entropy:
+        entropy = _entropy(scores) if not banned else _entropy(logits / config.temperature)
     ids = torch.empty(rows, dtype=torch.long)
     sample_lp = torch.empty(rows)
     pending = torch.arange(rows)
@@ -248,7 +306,7 @@ def choose_tokens(logits: torch.Tensor, config: SampleConfig, generators: Sequen
         pending = pending[~enough]
         if len(pending) == 0:
             break
-    return ids, raw.gather(1, ids[:, None])[:, 0], sample_lp, raw
+    return Choice(ids, raw.gather(1, ids[:, None])[:, 0], sample_lp, raw, entropy)
 
 
 def prefill(model, prompt_ids: Sequence[Sequence[int]], pad_id: int, device) -> tuple:
@@ -317,7 +375,7 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
     piece = PieceText(tokenizer)
     device = next(model.parameters()).device
 
-    last, cache, mask, next_pos = prefill(model, prompt_ids, pad_id, device)
+    last, cache, mask, next_pos = prefill(model, prompt_ids, pad_id, device)  # last: (B, D)
     logits = output_logits(model, last).float().cpu()  # (B, V), or (B, K) over a kept subset
     subset = vocabulary(model)
     if subset is not None:  # choose among kept indices, report full-vocabulary ids
@@ -332,10 +390,8 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
     longest_stop = max((len(s) for s in config.stop), default=0)
     for step in range(config.max_new_tokens):
         banned = sorted(stops if subset is None else stops_local) if step < config.min_new_tokens else ()
-        ids, raw_lp, sample_lp, raw = choose_tokens(logits, config, generators, banned)
-        if config.entropy:
-            z = logits / config.temperature if config.temperature > 0 else logits
-            entropies = (torch.logsumexp(z, -1) - (torch.softmax(z, -1) * z).sum(-1)).tolist()  # (B,)
+        ids, raw_lp, sample_lp, raw, entropy = choose_tokens(logits, config, generators, banned)
+        entropies = entropy.tolist() if entropy is not None else None  # (B,)
         if config.alternatives:
             alt_lp, alt_ids = torch.topk(raw, min(config.alternatives, raw.shape[-1]), dim=-1)  # (B, A)
             if subset is not None:
@@ -366,7 +422,7 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
             alternatives = [Alternative(i, piece(i), lp)
                             for lp, i in zip(alt_lp[r], alt_ids[r])] if config.alternatives else []
             token = Token(token_id, text, raw_list[r], sample_list[r], alternatives,
-                          entropies[r] if config.entropy else None)
+                          entropies[r] if config.entropy else None, last[r].clone() if config.hidden else None)
             yield TokenEvent(r, len(generated[r]) - 1, token, finish, stop_hit)
             if finish:
                 active[r] = False
@@ -377,7 +433,8 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
         mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
         hidden, cache = hidden_states(model, feed, mask, next_pos, past_key_values=cache, use_cache=True)
         next_pos = next_pos + 1
-        logits = output_logits(model, hidden[:, -1]).float().cpu()
+        last = hidden[:, -1]  # (B, D)
+        logits = output_logits(model, last).float().cpu()
 
 
 def sample(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: SampleConfig | None = None,

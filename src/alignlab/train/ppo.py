@@ -124,15 +124,14 @@ class PolicyAndValue(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
-    def values(self, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Values (B, T) at the response positions from a body pass alone (no output layer): the
-        rollout's log-probs come from the sampler, which computed them while drawing the tokens."""
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = body_hidden_states(decoder(self.policy), ids, mask, positions)
-        select = target[:, 1:].bool()
-        values = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-        values[:, 1:] = values[:, 1:].masked_scatter(select, self.value_head(hidden[:, :-1][select].float())[:, 0])
-        return values
+    def values_from_states(self, states: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Values (B, T) at the response positions from the final hidden states the sampler kept
+        (N, D), one per response token in row order: the state each token's logits came from,
+        which is where ``forward`` reads the value of the state before that token."""
+        if states.shape[0] != int(target.bool().sum()):
+            raise RuntimeError(f"{states.shape[0]} hidden states for {int(target.bool().sum())} response tokens")
+        values = torch.zeros(target.shape, dtype=torch.float32, device=target.device)
+        return values.masked_scatter(target.bool(), self.value_head(states.to(target.device).float())[:, 0])
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, temperature: float):
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -211,8 +210,9 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
               else FixedKLController(config.kl_coef))
     # Temperature only (no top-k/top-p), so the sampler's log-prob of each drawn token is the
     # policy's log-prob under the distribution PPO optimises; it records them, and their entropy.
+    # It also keeps each token's final hidden state: the rollout's values are the value head on those.
     sampling = SampleConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed,
-                            alternatives=0, stop=list(config.stop), entropy=True)
+                            alternatives=0, stop=list(config.stop), entropy=True, hidden=True)
 
     start, ledger = 0, []
     checkpoint = latest_checkpoint(run.path) if config.resume else None
@@ -251,11 +251,13 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
         # 3. per-token rewards: -beta * KL estimate at every token, plus the score at the last one.
         # The policy's log-probs (and entropies) are the sampler's, as TRL takes them from generate()'s
         # scores: computed from the same weights, with a KV cache instead of one full pass (equal up to
-        # float rounding, ~1e-6); the values need a body pass, but not the 262k-wide output layer.
+        # float rounding, ~1e-6). So are the values: the value head on the sampler's final hidden
+        # states, the states a body pass would give (TRL runs its separate value model over the rows).
         with torch.no_grad():
             old_logps = _per_position([[t.sample_logprob for t in c.tokens] for c in completions], target)  # (b, T)
             entropy = _per_position([[t.entropy for t in c.tokens] for c in completions], target)  # (b, T)
-            old_values = module.values(ids, mask, target)  # (b, T)
+            old_values = module.values_from_states(torch.stack([t.hidden for c in completions for t in c.tokens]),
+                                                   target)  # (b, T)
             ref_logps = reference.token_logprobs(ids, mask, target, config.temperature)  # (b, T)
         kl_tokens = (kl_k1 if config.kl_estimator == "k1" else kl_k3)(old_logps, ref_logps) * tmask
         rewards = -kl_ctl.value * kl_tokens
