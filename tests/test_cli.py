@@ -90,6 +90,21 @@ def test_info_runs_list_and_show(capsys):
     assert code == 1 and "no run 'nope'" in err
 
 
+def test_runs_show_prints_the_samples_every_trainer_writes(capsys, tmp_path):
+    from alignlab.runs import Run
+
+    shown = {}
+    for kind, sample in [("ppo", {"iteration": 1, "prompt": "p", "response": " a ppo reply", "score": 0.5, "kl": 1.25}),
+                         ("bon", {"prompt": "p", "responses": [" the best of n", " another"], "proxy": [1.0, 0.0]})]:
+        run = Run.create(kind, {"model": "tiny"}, seed=0)
+        run.log_sample(**sample)
+        code, out, _ = run_cli(["runs", "show", run.id], capsys)
+        text = sample.get("response") or sample["responses"][0]
+        assert code == 0 and f'"p" -> "{text}"' in out
+        shown[kind] = out
+    assert "score 0.500 kl 1.250" in shown["ppo"]
+
+
 def test_unknown_command_and_help(capsys):
     assert main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err

@@ -334,8 +334,19 @@ def run_runs_show(config: RunsShowConfig) -> int:
             print(f"  [{f['check']}] {f['where']}: {f['what']} (since step {f['since']})")
     print(f"samples: {len(samples)}")
     for s in samples[:config.samples]:
-        print(f"  {json.dumps(s.get('prompt', ''))[:60]} -> {json.dumps(s.get('text', s.get('continuation', '')))[:100]}")
+        print(f"  {json.dumps(s.get('prompt', ''))[:60]} -> {json.dumps(sample_text(s))[:100]}"
+              + "".join(f" {k} {s[k]:.3f}" for k in ("score", "kl") if isinstance(s.get(k), (int, float))))
     return 0
+
+
+def sample_text(sample: dict) -> str:
+    """The generated text of a samples.jsonl line, whichever command wrote it: 'text' (generate),
+    'continuation', 'response' (ppo) or the first of 'responses' (bon)."""
+    for key in ("text", "continuation", "response"):
+        if isinstance(sample.get(key), str):
+            return sample[key]
+    responses = sample.get("responses")
+    return responses[0] if isinstance(responses, list) and responses and isinstance(responses[0], str) else ""
 
 
 RUNS_SHOW = Command("runs show", "show one run", RunsShowConfig, run_runs_show)

@@ -180,10 +180,10 @@ def tensor_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
     torch's own norms (``vector_norm``, ``_foreach_norm``, hence ``clip_grad_norm_``) sum a whole
     tensor's squares in float32: for the embedded model's tied embedding gradient (168M entries)
-    that comes out 2.3% low (12,656 against 12,953.8 for standard normal entries, float64 sum) and
-    takes 66 ms here. Norms of blocks of ``NORM_BLOCK`` entries combined in float64 are right to
-    float32 rounding (12,952.4) and take 34 ms (benchmarks/bench_ppo.py's optimizer steps read this
-    norm every step). Tensors under two blocks go through ``_foreach_norm`` together.
+    comes out 2.3% low (12,656 against 12,953.8 from a float64 sum, for standard normal entries)
+    and takes 66 ms on this machine. Norms of ``NORM_BLOCK``-entry blocks combined in float64 are
+    right to float32 rounding and take 34 ms; every optimizer step of every loop reads this norm.
+    Tensors under two blocks go through ``_foreach_norm`` together.
     """
     out: list[torch.Tensor | None] = [None] * len(tensors)
     small = [i for i, t in enumerate(tensors) if t.numel() < 2 * NORM_BLOCK]
