@@ -16,6 +16,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m alignlab.models.kernels  # builds the decoding kernel once (about a minute); says if it is off
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from alignlab.models.kernels import few_rows_matmul, usable
+
 
 def decoder(model: torch.nn.Module) -> torch.nn.Module:
     """The transformer body of a ``*ForCausalLM`` model (everything before the output layer).
@@ -109,9 +111,11 @@ def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Logits (..., V) from hidden states (..., D), with the model's final soft-capping if any.
     With a restricted vocabulary (models/vocab.py) V is the kept set's size, in its order.
 
-    Computed as ``W @ h^T`` rather than ``h @ W^T`` in float32: MKL runs the first form faster on
-    this kind of CPU, about 4x with few rows (decoding) and 1.3x with 128 rows even counting the
-    transpose back (benchmarks/), and the result is the same product.
+    Up to ``kernels.MAX_ROWS`` rows without gradients (a decoding step) go to alignlab's kernel
+    (models/kernels), which reads the 262k-row weight once at close to memory speed. Otherwise it
+    is computed as ``W @ h^T`` rather than ``h @ W^T`` in float32: MKL runs the first form faster
+    on this kind of CPU (1.3x with 128 rows even counting the transpose back, benchmarks/), and
+    the result is the same product.
     """
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
@@ -124,7 +128,9 @@ def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         bias = bias[subset.ids] if bias is not None else None
     if flat.dtype != weight.dtype:
         flat = flat.to(weight.dtype)
-    if weight.dtype == torch.float32:
+    if usable(flat, weight):  # a few rows without gradients (decoding): models/kernels
+        logits = few_rows_matmul(flat, weight)
+    elif weight.dtype == torch.float32:
         logits = (weight @ flat.T).T.contiguous()
     else:
         logits = flat @ weight.T

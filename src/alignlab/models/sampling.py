@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 
+from alignlab.models.kernels import few_row_linears
 from alignlab.models.forward import SHARED_PREFIX_MIN, hidden_states, output_logits
 from alignlab.models.vocab import vocabulary
 
@@ -375,7 +376,8 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
     piece = PieceText(tokenizer)
     device = next(model.parameters()).device
 
-    last, cache, mask, next_pos = prefill(model, prompt_ids, pad_id, device)  # last: (B, D)
+    with few_row_linears(model):  # a short shared prompt has few rows too
+        last, cache, mask, next_pos = prefill(model, prompt_ids, pad_id, device)  # last: (B, D)
     logits = output_logits(model, last).float().cpu()  # (B, V), or (B, K) over a kept subset
     subset = vocabulary(model)
     if subset is not None:  # choose among kept indices, report full-vocabulary ids
@@ -431,7 +433,8 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
         # Finished rows keep being fed (a pad) so the batch stays rectangular; their outputs are ignored.
         feed = torch.where(torch.tensor(active), ids, torch.full_like(ids, pad_id))[:, None].to(device)
         mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
-        hidden, cache = hidden_states(model, feed, mask, next_pos, past_key_values=cache, use_cache=True)
+        with few_row_linears(model):  # one position per row: models/kernels
+            hidden, cache = hidden_states(model, feed, mask, next_pos, past_key_values=cache, use_cache=True)
         next_pos = next_pos + 1
         last = hidden[:, -1]  # (B, D)
         logits = output_logits(model, last).float().cpu()
