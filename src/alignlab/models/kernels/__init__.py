@@ -6,7 +6,7 @@ as a general matrix product and reaches about half the speed at which the CPU ca
 weights: ~80-190 ms for the embedded model's output layer with 8 rows on this project's 2-core
 AVX-512 machine, where reading it takes ~40 ms. ``few_rows.cpp`` reads each weight row once, two
 at a time with prefetching, and keeps up to 8 rows' partial sums in registers: ~45 ms there, and
-the whole sampling step about 1.5-2x faster (benchmarks/bench_sampling.py).
+the whole sampling step about 1.6x faster (benchmarks/bench_kernels.py).
 
 The kernel is built with torch's C++ extension loader the first time it is needed (about a
 minute, once per machine; ``make install`` does it ahead), into ``<cache>/kernels``. Where it
@@ -31,7 +31,7 @@ import torch
 
 MAX_ROWS = 16
 """Up to this many rows of ``x`` go to the kernel; more run as an ordinary matrix product, which
-MKL does well (benchmarks/bench_sampling.py prints both)."""
+MKL does as well (benchmarks/bench_kernels.py prints both)."""
 
 PREFETCH_ROWS = 4
 """How many weight rows ahead the kernel prefetches (2 and 8 measured no better here)."""
