@@ -9,20 +9,20 @@ import alignlab.models.kernels as kernels
 from alignlab.models import SampleConfig, sample
 from alignlab.models.kernels import MAX_ROWS, few_row_linears, few_rows_matmul, usable
 
-AVX512 = torch.backends.cpu.get_cpu_capability() == "AVX512" and os.environ.get("ALIGNLAB_KERNELS") != "0"
+ON = torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX2") and os.environ.get("ALIGNLAB_KERNELS") != "0"
 
 
 def test_the_kernel_is_built_where_the_cpu_has_avx512():
     # A machine that can run it must get it: a failed build here is a failure, not a silent fallback.
-    if AVX512:
+    if ON:
         assert kernels.kernel() is not None, kernels.status()
-        assert kernels.status() == "on"
+        assert kernels.status() in ("on (AVX-512)", "on (AVX2)")
     else:
         assert kernels.kernel() is None
         assert kernels.status().startswith("off: ")
 
 
-needs_kernel = pytest.mark.skipif(not AVX512, reason="the kernel needs an AVX-512 CPU")
+needs_kernel = pytest.mark.skipif(not ON, reason="the kernel needs an AVX-512 or AVX2 CPU")
 
 
 @needs_kernel
@@ -52,14 +52,15 @@ def test_views_and_leading_dimensions():
 
 def test_what_goes_to_the_kernel():
     weight = torch.randn(64, 32)
-    assert usable(torch.randn(MAX_ROWS, 32), weight) == AVX512
+    assert usable(torch.randn(MAX_ROWS, 32), weight) == ON
     assert not usable(torch.randn(MAX_ROWS + 1, 32), weight)
     assert not usable(torch.randn(0, 32), weight)
+    assert usable(torch.randn(MAX_ROWS, 32), weight) == ON
     assert not usable(torch.randn(4, 32, dtype=torch.bfloat16), weight.bfloat16())
     assert not usable(torch.randn(4, 32), weight.T.contiguous().T)  # rows not contiguous
     assert not usable(torch.randn(4, 32, requires_grad=True), weight)
     with torch.no_grad():
-        assert usable(torch.randn(4, 32, requires_grad=True), weight) == AVX512
+        assert usable(torch.randn(4, 32, requires_grad=True), weight) == ON
     # Whatever the route, the product is the same.
     x = torch.randn(MAX_ROWS + 1, 32)
     torch.testing.assert_close(few_rows_matmul(x, weight), x @ weight.T)
@@ -79,7 +80,7 @@ def test_linear_layers_use_it_inside_the_block_only():
         # gradients still flow (the layers fall back to torch where a gradient is recorded)
         y = torch.randn(3, 24, requires_grad=True)
         model(y).sum().backward()
-    assert patched == AVX512 and still == AVX512
+    assert patched == ON and still == ON
     assert not any("forward" in layer.__dict__ for layer in (model[0], model[2]))
     assert getattr(model, "_alignlab_few_row_blocks", 0) == 0
     torch.testing.assert_close(inner, plain, rtol=1e-5, atol=1e-6)
@@ -107,3 +108,33 @@ def test_it_can_be_turned_off():
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ALIGNLAB_KERNELS": "0"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "off: ALIGNLAB_KERNELS=0"
+
+
+AVX2_CHECK = """
+import torch
+from alignlab.models import kernels
+module = kernels.kernel()
+assert module is not None and module.vector_extension() == "AVX2", kernels.status()
+g = torch.Generator().manual_seed(1)
+for rows in (1, 3, 4, 5, 8, 11):
+    for width in (640, 7, 8, 9, 37):
+        w, x = torch.randn(999, width, generator=g), torch.randn(rows, width, generator=g)
+        want = (x.double() @ w.double().T).float()
+        torch.testing.assert_close(module.few_rows_matmul(x, w), want, rtol=1e-5, atol=1e-5 * width ** 0.5)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="needs an AVX-512 CPU to run both builds")
+def test_the_avx2_build_computes_the_same_product():
+    # AVX2-only CPUs get the other build; an AVX-512 CPU can run it too, so it is checked here.
+    out = subprocess.run([sys.executable, "-c", AVX2_CHECK], env={**os.environ, "ALIGNLAB_KERNEL_ISA": "avx2"},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_an_unrunnable_build_is_refused():
+    env = {**os.environ, "ALIGNLAB_KERNEL_ISA": "sse9"}
+    out = subprocess.run([sys.executable, "-c", "from alignlab.models import kernels; kernels.vector_extension()"],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "ALIGNLAB_KERNEL_ISA=sse9" in out.stderr

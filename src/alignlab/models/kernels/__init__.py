@@ -5,12 +5,13 @@ branches) by every weight matrix of the model, the 262k-row output layer include
 as a general matrix product and reaches about half the speed at which the CPU can read the
 weights: ~80-190 ms for the embedded model's output layer with 8 rows on this project's 2-core
 AVX-512 machine, where reading it takes ~40 ms. ``few_rows.cpp`` reads each weight row once, two
-at a time with prefetching, and keeps up to 8 rows' partial sums in registers: ~45 ms there, and
+at a time with prefetching, and keeps up to 8 rows' partial sums in registers (4 with AVX2): ~45 ms there, and
 the whole sampling step about 1.6x faster (benchmarks/bench_kernels.py).
 
 The kernel is built with torch's C++ extension loader the first time it is needed (about a
-minute, once per machine; ``make install`` does it ahead), into ``<cache>/kernels``. Where it
-cannot run (no AVX-512, no C++ compiler or ninja, ``ALIGNLAB_KERNELS=0``) everything uses torch's
+minute, once per machine; ``make install`` does it ahead), for the CPU's vector extension (AVX-512
+or AVX2 with FMA), into ``<cache>/kernels``. Where it cannot run (neither extension, no C++
+compiler or ninja, ``ALIGNLAB_KERNELS=0``) everything uses torch's
 own product instead, with the same results up to float rounding; ``python -m
 alignlab.models.kernels`` says which applies.
 """
@@ -29,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-MAX_ROWS = 16
-"""Up to this many rows of ``x`` go to the kernel; more run as an ordinary matrix product, which
-MKL does as well (benchmarks/bench_kernels.py prints both)."""
+MAX_ROWS = 8
+"""Up to this many rows of ``x`` go to the kernel. With more, MKL's matrix product catches up
+(at 16 rows it is as fast with AVX-512 and faster with AVX2 here; benchmarks/bench_kernels.py)."""
 
 PREFETCH_ROWS = 4
 """How many weight rows ahead the kernel prefetches (2 and 8 measured no better here)."""
@@ -41,11 +42,31 @@ _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
 
 
+ISA_FLAGS = {"avx512": ["-mavx512f"], "avx2": ["-mavx2", "-mfma"]}
+"""Compiler flags per vector extension. Not -march=native: a build may be shared by machines with
+other CPUs of the same extension."""
+
+
+def vector_extension() -> str | None:
+    """'avx512' or 'avx2' (the CPU's, as torch reports it; ``ALIGNLAB_KERNEL_ISA=avx2`` picks the
+    AVX2 build on an AVX-512 CPU), or None where the kernel has no build."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    own = {"AVX512": "avx512", "AVX2": "avx2"}.get(capability)
+    asked = os.environ.get("ALIGNLAB_KERNEL_ISA", "").strip().lower()
+    if asked and asked != own:
+        if asked not in ISA_FLAGS or own != "avx512":  # an AVX-512 CPU runs AVX2 code too, not the reverse
+            raise ValueError(f"ALIGNLAB_KERNEL_ISA={asked}: this CPU ({capability}) can run "
+                             f"{', '.join(k for k in ISA_FLAGS if own == 'avx512' or k == own) or 'neither build'}; "
+                             "unset it to use the CPU's own")
+        return asked
+    return own
+
+
 def _disabled_reason() -> str | None:
     if os.environ.get("ALIGNLAB_KERNELS", "").strip() == "0":
         return "ALIGNLAB_KERNELS=0"
-    if torch.backends.cpu.get_cpu_capability() != "AVX512":
-        return f"this CPU's vector capability is {torch.backends.cpu.get_cpu_capability()}, not AVX512"
+    if vector_extension() is None:
+        return f"this CPU's vector capability is {torch.backends.cpu.get_cpu_capability()}, not AVX512 or AVX2"
     return None
 
 
@@ -57,14 +78,14 @@ def _build():
         os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
     from alignlab.home import cache_dir
 
-    folder = cache_dir() / "kernels" / "few_rows"
+    isa = vector_extension()
+    folder = cache_dir() / "kernels" / f"few_rows_{isa}"
     folder.mkdir(parents=True, exist_ok=True)
     if not any(folder.glob("*.so")):
-        print(f"alignlab: compiling the decoding kernel into {folder} (first use only, about a minute)...",
+        print(f"alignlab: compiling the decoding kernel ({isa}) into {folder} (first use only, about a minute)...",
               file=sys.stderr, flush=True)
-    # -mavx512f rather than -march=native: the build may be shared by machines with other AVX-512 CPUs.
-    return load("alignlab_few_rows", [str(SOURCE)], build_directory=str(folder), verbose=False,
-                extra_cflags=["-O3", "-mavx512f", "-fopenmp", f"-DPREFETCH_ROWS={PREFETCH_ROWS}"],
+    return load(f"alignlab_few_rows_{isa}", [str(SOURCE)], build_directory=str(folder), verbose=False,
+                extra_cflags=["-O3", *ISA_FLAGS[isa], "-fopenmp", f"-DPREFETCH_ROWS={PREFETCH_ROWS}"],
                 extra_ldflags=["-fopenmp"])
 
 
@@ -91,8 +112,9 @@ def kernel():
 
 
 def status() -> str:
-    """One line: whether the kernel is in use, and why not."""
-    return "on" if kernel() is not None else f"off: {_STATE['reason']}"
+    """One line: whether the kernel is in use (and its build), or why not."""
+    module = kernel()
+    return f"on ({module.vector_extension()})" if module is not None else f"off: {_STATE['reason']}"
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
