@@ -55,7 +55,6 @@ def test_what_goes_to_the_kernel():
     assert usable(torch.randn(MAX_ROWS, 32), weight) == ON
     assert not usable(torch.randn(MAX_ROWS + 1, 32), weight)
     assert not usable(torch.randn(0, 32), weight)
-    assert usable(torch.randn(MAX_ROWS, 32), weight) == ON
     assert not usable(torch.randn(4, 32, dtype=torch.bfloat16), weight.bfloat16())
     assert not usable(torch.randn(4, 32), weight.T.contiguous().T)  # rows not contiguous
     assert not usable(torch.randn(4, 32, requires_grad=True), weight)
@@ -101,6 +100,30 @@ def test_sampling_with_and_without_the_kernel_agrees(tiny, monkeypatch):
             assert s.logprob == pytest.approx(t.logprob, abs=1e-4)
             assert s.entropy == pytest.approx(t.entropy, abs=1e-4)
             torch.testing.assert_close(s.hidden, t.hidden, rtol=1e-4, atol=1e-4)
+
+
+class Counting:
+    """The compiled module, counting its calls by weight shape."""
+
+    def __init__(self, module):
+        self.module, self.shapes = module, []
+
+    def few_rows_matmul(self, x, w):
+        self.shapes.append((x.shape[0], tuple(w.shape)))
+        return self.module.few_rows_matmul(x, w)
+
+
+@needs_kernel
+def test_the_sampler_sends_its_decode_steps_to_the_kernel(tiny, monkeypatch):
+    model, tok = tiny
+    counting = Counting(kernels.kernel())
+    monkeypatch.setitem(kernels._STATE, "module", counting)
+    sample(model, tok, ["Once upon a time", "Hi"], SampleConfig(max_new_tokens=6, min_new_tokens=6, seed=0))
+    vocab = tuple(model.get_output_embeddings().weight.shape)
+    linears = {tuple(m.weight.shape) for m in model.modules() if type(m) is torch.nn.Linear and m.weight is not None}
+    assert sum(1 for rows, shape in counting.shapes if shape == vocab and rows == 2) >= 5  # the output layer, per step
+    assert {shape for rows, shape in counting.shapes if rows == 2} >= linears - {vocab}  # every body layer
+    assert not any("forward" in m.__dict__ for m in model.modules())  # restored after sampling
 
 
 def test_it_can_be_turned_off():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from alignlab.models.kernels import few_rows_matmul, usable
+from alignlab.models.kernels import _kernel_matmul, usable
 
 
 def decoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -129,7 +129,7 @@ def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     if flat.dtype != weight.dtype:
         flat = flat.to(weight.dtype)
     if usable(flat, weight):  # a few rows without gradients (decoding): models/kernels
-        logits = few_rows_matmul(flat, weight)
+        logits = _kernel_matmul(flat, weight)
     elif weight.dtype == torch.float32:
         logits = (weight @ flat.T).T.contiguous()
     else:

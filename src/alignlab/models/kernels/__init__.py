@@ -135,10 +135,12 @@ def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def few_rows_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight^T`` (..., V) for x (..., D) and weight (V, D): the kernel where ``usable``,
     else torch's product."""
-    if not usable(x, weight):
-        return x @ weight.T
-    flat = x.reshape(-1, x.shape[-1])
-    return kernel().few_rows_matmul(flat, weight).reshape(*x.shape[:-1], weight.shape[0])
+    return _kernel_matmul(x, weight) if usable(x, weight) else x @ weight.T
+
+
+def _kernel_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The kernel's product, for inputs ``usable`` has accepted (not checked again)."""
+    return kernel().few_rows_matmul(x.reshape(-1, x.shape[-1]), weight).reshape(*x.shape[:-1], weight.shape[0])
 
 
 def _few_row_forward(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +148,7 @@ def _few_row_forward(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     weight, bias = layer.weight, layer.bias
     if not usable(x, weight):
         return torch.nn.functional.linear(x, weight, bias)
-    y = few_rows_matmul(x, weight)
+    y = _kernel_matmul(x, weight)
     return y + bias if bias is not None else y
 
 
