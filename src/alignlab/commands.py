@@ -50,28 +50,9 @@ class GenerateConfig(ModelChoice, SampleConfig):
 def read_prompts(prompt: str | None, file: Path | None) -> list[str]:
     """Prompts from an argument, a file (.txt lines or .jsonl 'prompt'), or standard input."""
     if file is not None:
-        file = Path(file)
-        if not file.exists():
-            raise FileNotFoundError(f"prompt file {file} does not exist")
-        lines = file.read_text(encoding="utf-8").splitlines()
-        if file.suffix == ".jsonl":
-            prompts = []
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{file} line {number}: not valid JSON ({err.msg})") from None
-                if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                    raise ValueError(f"{file} line {number}: field 'prompt' is missing or not a string; "
-                                     'each line needs {"prompt": "..."}')
-                prompts.append(row["prompt"])
-        else:
-            prompts = [line for line in lines if line.strip()]
-        if not prompts:
-            raise ValueError(f"prompt file {file} holds no prompts")
-        return prompts
+        from alignlab.data.formats import read_prompt_file
+
+        return read_prompt_file(file)
     if prompt is not None and prompt != "-":
         return [prompt]
     if sys.stdin is None or (prompt is None and sys.stdin.isatty()):

@@ -226,3 +226,29 @@ def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_prompt_file(file: str | Path) -> list[str]:
+    """Prompts from a file: one per line (.txt and others) or JSON lines with a 'prompt' field (.jsonl)."""
+    file = Path(file)
+    if not file.exists():
+        raise FileNotFoundError(f"prompt file {file} does not exist")
+    lines = file.read_text(encoding="utf-8").splitlines()
+    if file.suffix != ".jsonl":
+        prompts = [line for line in lines if line.strip()]
+    else:
+        prompts = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{file} line {number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise ValueError(f"{file} line {number}: field 'prompt' is missing or not a string; "
+                                 'each line needs {"prompt": "..."}')
+            prompts.append(row["prompt"])
+    if not prompts:
+        raise ValueError(f"prompt file {file} holds no prompts")
+    return prompts

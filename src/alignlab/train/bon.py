@@ -61,7 +61,7 @@ def run_best_of_n(config: BoNConfig, progress: bool = True) -> Run:
     """Sample, score, select for every n; write samples, selections, metrics and the pressure ledger."""
     from tqdm import tqdm
 
-    from alignlab.commands import read_prompts
+    from alignlab.data.formats import read_prompt_file
     from alignlab.models import SampleConfig, load_model, sample
 
     if not config.n or min(config.n) < 1:
@@ -73,7 +73,7 @@ def run_best_of_n(config: BoNConfig, progress: bool = True) -> Run:
     elif config.prompts is None:
         raise ValueError("give --prompts FILE (or --samples FILE of responses to select among)")
     else:
-        prompts = read_prompts(None, config.prompts)
+        prompts = read_prompt_file(config.prompts)
     reward, described = load_reward(config.reward)
     gold, gold_described = load_reward(config.gold) if config.gold else (None, None)
     if given is None:

@@ -274,3 +274,93 @@ def best_of_n_kl(n: int) -> float:
     if n < 1:
         raise ValueError(f"n is {n}; best-of-n needs n >= 1")
     return math.log(n) - (n - 1) / n
+
+
+# -- group-baseline online RL: RLOO and GRPO ------------------------------------------------------------
+# Rewards arrive prompt-major: the G samples of prompt 0, then of prompt 1, ... (B = P * G).
+
+
+def rloo_advantages(rewards: torch.Tensor, group: int, baseline: str = "group") -> torch.Tensor:
+    """REINFORCE leave-one-out advantages (Kool et al. 2019; Ahmadian et al. 2024): each sample's
+    reward less the mean reward of the other samples of its group (``baseline='group'``), or of
+    every other sample of the batch (``'batch'``: usable with one sample per prompt, noisier where
+    prompts differ in reward level). rewards: (B,) with B = P * group. Returns (B,)."""
+    if baseline == "group":
+        if group < 2:
+            raise ValueError("a leave-one-out group baseline needs at least 2 samples per prompt (or baseline 'batch')")
+        grouped = rewards.view(-1, group)  # (P, G)
+        others = (grouped.sum(1, keepdim=True) - grouped) / (group - 1)
+        return (grouped - others).reshape(-1)
+    if baseline == "batch":
+        n = rewards.numel()
+        if n < 2:
+            raise ValueError("a leave-one-out batch baseline needs at least 2 samples")
+        return rewards - (rewards.sum() - rewards) / (n - 1)
+    raise ValueError(f"baseline {baseline!r}: use 'group' or 'batch'")
+
+
+def grpo_advantages(rewards: torch.Tensor, group: int, scale: str = "group", eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's group-normalised advantages (Shao et al. 2024), as TRL computes them: the reward less
+    its group's mean, divided by the group's sample standard deviation (``scale='group'``), by the
+    whole batch's (``'batch'``, Liu et al. 2025 argue against per-group scaling), or not at all
+    (``'none'``, Dr. GRPO), plus ``eps``. Rewards [1, 1, 1, 0] give [0.5, 0.5, 0.5, -1.5] (up to
+    eps). rewards: (B,) with B = P * group. Returns (B,)."""
+    if group < 2:
+        raise ValueError("GRPO needs at least 2 samples per prompt (num_generations)")
+    grouped = rewards.view(-1, group)  # (P, G)
+    centred = (grouped - grouped.mean(1, keepdim=True)).reshape(-1)
+    if scale == "none":
+        return centred
+    if scale == "group":
+        std = grouped.std(1, keepdim=True).expand_as(grouped).reshape(-1)  # unbiased (n - 1), as TRL's nanstd
+    elif scale == "batch":
+        std = rewards.std().expand_as(rewards)
+    else:
+        raise ValueError(f"scale {scale!r}: use 'group', 'batch' or 'none'")
+    return centred / (std + eps)
+
+
+def clipped_ratio_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                       clip_low: float = 0.2, clip_high: float = 0.2) -> torch.Tensor:
+    """-min(r A, clip(r, 1 - clip_low, 1 + clip_high) A) elementwise, with r = exp(logp - old_logp).
+
+    Per token for GRPO (logp: (B, T), advantages broadcast as (B, 1)); per sequence for RLOO
+    (sums of log-probs, (B,)). A clip_high above clip_low is DAPO's "clip-higher"."""
+    ratio = torch.exp(logp - old_logp)
+    return -torch.minimum(ratio * advantages, ratio.clamp(1 - clip_low, 1 + clip_high) * advantages)
+
+
+def aggregate_token_loss(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str,
+                         max_completion_length: int = 0, num_items: float | None = None) -> torch.Tensor:
+    """How GRPO's variants average a (B, T) per-token loss over a micro-batch, as TRL 1.16 names them:
+
+    - grpo: mean over sequences of each sequence's token mean (short answers weigh more per token);
+    - bnpo: mean over every token of the micro-batch;
+    - dr_grpo: token sum / (B * max_completion_length), a constant normaliser (Liu et al. 2025);
+    - dapo: token sum / ``num_items``, the token count of the whole optimizer step (Yu et al. 2025).
+    """
+    m = mask.to(per_token.dtype)
+    if loss_type == "grpo":
+        return ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1.0)).mean()
+    if loss_type == "bnpo":
+        return (per_token * m).sum() / m.sum().clamp(min=1.0)
+    if loss_type == "dr_grpo":
+        if max_completion_length < 1:
+            raise ValueError("dr_grpo needs max_completion_length >= 1")
+        return (per_token * m).sum() / (per_token.shape[0] * max_completion_length)
+    if loss_type == "dapo":
+        if num_items is None:
+            raise ValueError("dapo needs num_items: the token count of the whole optimizer step")
+        return (per_token * m).sum() / max(float(num_items), 1.0)
+    raise ValueError(f"loss_type {loss_type!r}: use one of {', '.join(GRPO_LOSS_TYPES)}")
+
+
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+def sequence_kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, beta: float,
+                        estimator: str = "k1") -> torch.Tensor:
+    """The KL leash in the reward: beta * sum_t KL_t per sequence, subtracted from the score.
+    k1 (log pi - log ref, TRL's RLOO) or k3. (B, T) each -> (B,)."""
+    per_token = kl_k1(logp, ref_logp) if estimator == "k1" else kl_k3(logp, ref_logp)
+    return beta * (per_token * mask.to(per_token.dtype)).sum(-1)

@@ -1,4 +1,4 @@
-"""`alignlab sft | dpo | bon | ppo`: thin wrappers that run a trainer and report where its policy went."""
+"""`alignlab sft | dpo | bon | ppo | rloo | grpo`: thin wrappers that run a trainer and report where its policy went."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import sys
 from alignlab.cli import Command
 from alignlab.train.bon import BoNConfig
 from alignlab.train.dpo import DPOConfig, train_dpo
+from alignlab.train.grpo import GRPOConfig
 from alignlab.train.ppo import PPOConfig
+from alignlab.train.rloo import RLOOConfig
 from alignlab.train.sft import SFTConfig, train_sft
 
 
@@ -57,7 +59,25 @@ def run_ppo(config: PPOConfig) -> int:
     return _report(train_ppo(config, progress=sys.stderr.isatty(), hooks=hooks_for(config)), "ppo")
 
 
+def run_rloo(config: RLOOConfig) -> int:
+    from alignlab.train.rloo import train_rloo
+    from alignlab.whitebox.monitors import hooks_for
+
+    return _report(train_rloo(config, progress=sys.stderr.isatty(), hooks=hooks_for(config)), "rloo")
+
+
+def run_grpo(config: GRPOConfig) -> int:
+    from alignlab.train.grpo import train_grpo
+    from alignlab.whitebox.monitors import hooks_for
+
+    return _report(train_grpo(config, progress=sys.stderr.isatty(), hooks=hooks_for(config)), "grpo")
+
+
 SFT = Command("sft", "supervised fine-tuning on demonstrations", SFTConfig, run_sft)
 DPO = Command("dpo", "DPO-family preference optimisation (or KTO on thumbs)", DPOConfig, run_dpo)
 BON = Command("bon", "best-of-n sampling against a reward, over a sweep of n", BoNConfig, run_bon)
 PPO = Command("ppo", "RLHF with PPO against a reward model or a reward function", PPOConfig, run_ppo)
+RLOO = Command("rloo", "online RL: REINFORCE with a leave-one-out group baseline, KL leash to the reference",
+               RLOOConfig, run_rloo)
+GRPO = Command("grpo", "online RL: GRPO (grpo, bnpo, dr_grpo, dapo losses), KL leash to the reference", GRPOConfig,
+               run_grpo)

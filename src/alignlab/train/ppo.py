@@ -166,7 +166,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     from accelerate import Accelerator
     from tqdm import tqdm
 
-    from alignlab.commands import read_prompts
+    from alignlab.data.formats import read_prompt_file
     from alignlab.models import SampleConfig, sample
 
     run = None
@@ -183,7 +183,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     # Setup: prompts, reward, policy + value head, reference, optimizer
     if config.prompts is None:
         raise ValueError("give --prompts FILE")
-    prompts = read_prompts(None, config.prompts)
+    prompts = read_prompt_file(config.prompts)
     reward_fn, described = load_reward(config.reward)
     gold_fn, gold_described = load_reward(config.gold) if config.gold else (None, None)
     policy, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha,
