@@ -13,35 +13,29 @@ import pytest
 
 from alignlab.cli import main
 from alignlab.experiment.command import ExperimentConfig, run_experiment
-from alignlab.experiment.evaluate import win_rate
 from alignlab.experiment.pipeline import STAGES
 from alignlab.experiment.profiles import get_profile
 from alignlab.pressure import read_ledger
 from alignlab.runs import find_run, list_runs
 
 
-def test_win_rate_counts_every_pair_of_a_prompt_and_ties_as_half():
-    assert win_rate([[1.0]], [[0.0, 2.0]]) == 0.5
-    assert win_rate([[1.0, 3.0], [0.0]], [[2.0], [0.0]]) == pytest.approx((0.5 + 0.5) / 2)
-    with pytest.raises(ValueError, match="prompts"):
-        win_rate([[1.0]], [])
+def test_best_of_n_points_use_every_sample_so_n_1_is_the_base_policy():
+    from alignlab.experiment.summary import _bon_points
 
-
-def test_a_best_of_n_drop_past_the_peak_carries_its_paired_standard_error():
-    import numpy as np
-
-    from alignlab.experiment.summary import _bon_drops
-
-    # 3 prompts x 4 samples: the proxy ranks sample 3 first, sample 1 second; gold prefers sample 1
-    proxy = np.array([[0.0, 1.0, 0.5, 2.0]] * 3)
-    gold = np.array([[0.1, 0.9, 0.5, 0.2], [0.1, 0.8, 0.5, 0.3], [0.1, 0.7, 0.5, 0.6]])
-    points = [{"setting": "n=1", "n": 1, "gold": 0.1}, {"setting": "n=2", "n": 2, "gold": 0.8},
-              {"setting": "n=4", "n": 4, "gold": 0.3667, "past_peak": True}]
-    _bon_drops(points, proxy, gold)
-    drops = np.array([0.9 - 0.2, 0.8 - 0.3, 0.7 - 0.6])
-    assert points[2]["gold_drop"] == pytest.approx(drops.mean())
-    assert points[2]["gold_drop_se"] == pytest.approx(drops.std(ddof=1) / math.sqrt(3))
-    assert points[2]["gold_drop_vs"] == "n=2" and "gold_drop" not in points[1]
+    # 2 prompts x 4 samples; base samples are the same responses
+    test = [{"proxy": [0.0, 1.0, 0.5, 2.0], "gold": [0.1, 0.9, 0.5, 0.2]},
+            {"proxy": [3.0, 1.0, 2.0, 0.0], "gold": [0.4, 0.8, 0.6, 0.0]}]
+    points = _bon_points(test, (1, 2, 4), [t["gold"] for t in test])
+    assert points[0]["gold"] == pytest.approx((0.425 + 0.45) / 2)  # the plain mean
+    assert points[0]["gold_win_rate"] == pytest.approx(0.5)  # the base policy against itself
+    assert points[2]["gold"] == pytest.approx((0.2 + 0.4) / 2)  # n = m: the proxy's argmax
+    # n = 2 by hand: sorted by proxy the weights are 0, 1/6, 2/6, 3/6
+    first = (0.1 * 0 + 0.5 / 6 + 0.9 * 2 / 6 + 0.2 * 3 / 6)
+    second = (0.0 * 0 + 0.8 / 6 + 0.6 * 2 / 6 + 0.4 * 3 / 6)
+    assert points[1]["gold"] == pytest.approx((first + second) / 2)
+    assert points[1]["kl"] == pytest.approx(math.log(2) - 0.5)
+    low, high = points[1]["gold_win_rate_ci"]
+    assert low <= points[1]["gold_win_rate"] <= high
 
 
 def test_profiles_refuse_unknown_names_and_take_overrides():
@@ -89,19 +83,37 @@ def test_experiment_killed_between_stages_resumes_and_reports(tmp_path, capsys):
 
     # 3. what the report promises is there
     summary = json.loads((exp.path / "summary.json").read_text())
-    assert set(summary["methods"]) == {"base", "bon", "dpo", "ppo"}
+    assert set(summary["methods"]) == {"base", "bon", "dpo", "ppo", "rloo", "grpo"}
     for method, points in summary["methods"].items():
+        assert points, method
         for p in points:
-            assert {"setting", "kl", "proxy", "gold", "gold_win_rate"} <= set(p), (method, p)
+            assert {"setting", "kl", "proxy", "gold", "gold_win_rate", "gold_win_rate_ci"} <= set(p), (method, p)
             assert all(math.isfinite(p[k]) for k in ("kl", "proxy", "gold", "gold_win_rate"))
+            low, high = p["gold_win_rate_ci"]
+            assert 0 <= low <= p["gold_win_rate"] <= high <= 1, (method, p)
     bon = summary["methods"]["bon"]
     assert [p["kl"] for p in bon] == pytest.approx([math.log(n) - (n - 1) / n for n in (1, 2, 4)])
     assert summary["fits"]["bon"]["form"] == "bon"
     assert summary["labels"]["labeler_beta"] > 0 and 0 <= summary["labels"]["agreement_with_gold"] <= 1
     assert [c["pairs"] for c in summary["reward"]["curve"]] == sorted(c["pairs"] for c in summary["reward"]["curve"])
-    assert set(summary["targets"]) == {"reward_model_gold_accuracy", "best_gold_win_rate", "gold_rises_then_falls"}
+    targets = summary["targets"]
+    assert set(targets) == {"reward_model_gold_accuracy", "online_rl_gold_win_rate", "online_rl_proxy_gain",
+                            "goodhart_drop"}
+    for name, target in targets.items():
+        assert {"value", "target", "met"} <= set(target), name
+    assert targets["reward_model_gold_accuracy"]["ci"][0] <= targets["reward_model_gold_accuracy"]["value"]
+    # the headline is the method and setting the profile names, not the best of several
+    headline = targets["online_rl_gold_win_rate"]
+    assert headline["method"] == "rloo" and headline["setting"] == "kl_coef=0.05"
+    assert {"value", "se", "proxy_rise", "proxy_rise_se", "method", "setting"} <= set(targets["goodhart_drop"])
+    assert targets["goodhart_drop"]["arm"] == "weak proxy" and targets["goodhart_drop"]["met"] is None
+    rloo = summary["methods"]["rloo"]
+    assert [(p["step"], p["arm"]) for p in rloo] == [(1, "proxy"), (None, "proxy"), (1, "weak proxy"),
+                                                     (None, "weak proxy")]
+    assert "own_proxy" in rloo[-1] and "own_proxy" not in rloo[0]
     html = (exp.path / "report.html").read_text()
     assert html.count("<img src=\"data:image/png;base64,") >= 4 and "What this run achieved" in html
+    assert "preferred by gold to the base policy" in html and "split-half test" in html
     # every policy run keeps its ledger; PPO's has gold at every rollout
     ppo = find_run(summary["methods"]["ppo"][0]["run"])
     ledger = read_ledger(ppo.path)

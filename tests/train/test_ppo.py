@@ -143,3 +143,16 @@ def test_the_samplers_log_probs_entropies_and_values_are_the_policy_pass_ones(ti
     assert target.sum() == sum(len(c.tokens) for c in done)
     with pytest.raises(RuntimeError, match="hidden states for"):
         module.values_from_states(torch.zeros(1, model.config.hidden_size), target)
+
+
+def test_reward_scale_divides_the_score_before_the_kl_penalty(toy):
+    policy, prompts = toy
+    common = dict(prompts=prompts, reward=REWARD, model=str(policy), iterations=1, rollout_batch=4, minibatch_size=4,
+                  ppo_epochs=1, max_new_tokens=6, lr=1e-3, sample_every=0, missing_eos_penalty=0.0, kl_coef=0.1,
+                  lr_schedule="constant")
+    one = scores(train_ppo(PPOConfig(**common), progress=False))[0]
+    four = scores(train_ppo(PPOConfig(**common, reward_scale=4.0), progress=False))[0]
+    assert one["objective/scores"] == four["objective/scores"] > 0  # logged raw: the same rollout
+    assert one["objective/rlhf_reward"] + 0.1 * one["objective/kl"] == pytest.approx(one["objective/scores"])
+    assert four["objective/rlhf_reward"] + 0.1 * four["objective/kl"] == pytest.approx(four["objective/scores"] / 4)
+    assert one["learning_rate"] == four["learning_rate"] == 1e-3  # constant: not annealed after the step

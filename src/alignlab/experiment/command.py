@@ -24,8 +24,8 @@ class ExperimentConfig:
     """The writing-prompts RLHF experiment: base samples, simulated labels, a proxy reward model,
     best-of-n / DPO / PPO over a sweep of pressure, gold evaluation, Goodhart fits, a report."""
 
-    profile: Literal["test", "quick", "full"] = "quick"
-    """Size: 'test' (tiny model, a minute), 'quick' (embedded model: ~11 min on a 2-core AVX2 CPU), 'full' (a GPU)."""
+    profile: Literal["test", "quick", "standard", "full"] = "quick"
+    """Size: 'test' (tiny model, minutes), 'quick' (embedded model, within 15 min on a 2-core CPU), 'standard' (90 min), 'full' (a GPU)."""
     model: str | None = None
     """Replace the profile's model (a name or local folder)."""
     dtype: Literal["auto", "float32", "bfloat16"] | None = None
@@ -37,7 +37,7 @@ class ExperimentConfig:
     resume: str | None = None
     """Resume this experiment (id or folder) after its last finished stage."""
     stop_after: str | None = None
-    """Stop after this stage (one of: prompts, vocabulary, samples, labels, reward, bon, dpo, ppo, evaluate, report)."""
+    """Stop after this stage (one of: prompts, vocabulary, samples, labels, reward, bon, dpo, ppo, rloo, grpo, evaluate, report)."""
     isolate: bool = True
     """Run each stage in a fresh process: peak memory is then the largest stage's, not what earlier stages left behind."""
 
@@ -108,8 +108,13 @@ def run_experiment_command(config: ExperimentConfig) -> int:
         return 0
     summary = json.loads(exp.file("summary.json").read_text())
     for name, target in summary["targets"].items():
-        value = target.get("value", target.get("curves"))
-        print(f"{name}: {value} ({'met' if target['met'] else 'NOT met'}; target {target['target']})")
+        value = f"{target['value']:.3f}"
+        if target.get("ci"):
+            value += f" (95% CI {target['ci'][0]:.3f}-{target['ci'][1]:.3f})"
+        elif target.get("se") is not None:
+            value += f" (SE {target['se']:.3f})"
+        met = {True: "met", False: "NOT met", None: "not claimed"}[target["met"]]
+        print(f"{name}: {value} [{met}; target {target['target']}]")
     print(f"report: {report['report']}")
     print(f"summary: {report['summary']}")
     return 0

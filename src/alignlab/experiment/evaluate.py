@@ -56,16 +56,3 @@ def evaluate_policy(folder: Path, prompts: Sequence[str], n: int, max_new_tokens
             "proxy": sum(proxy) / len(proxy), "gold": sum(golds) / len(golds), "responses": len(texts),
             "response_length": sum(len(c.token_ids) for c in completions) / len(completions),
             "gold_by_prompt": [golds[i * n:(i + 1) * n] for i in range(len(prompts))], "samples": samples}
-
-
-def win_rate(policy_gold: Sequence[Sequence[float]], base_gold: Sequence[Sequence[float]]) -> float:
-    """P(gold prefers the policy's response to the base policy's) on the same prompt, over every
-    (policy sample, base sample) pair of each prompt, ties counting one half; averaged over prompts."""
-    if len(policy_gold) != len(base_gold):
-        raise ValueError(f"{len(policy_gold)} prompts of policy scores but {len(base_gold)} of base scores")
-    rates = []
-    for mine, theirs in zip(policy_gold, base_gold):
-        wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a in mine for b in theirs]
-        if wins:
-            rates.append(sum(wins) / len(wins))
-    return sum(rates) / len(rates) if rates else float("nan")

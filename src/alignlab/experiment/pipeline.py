@@ -17,8 +17,12 @@ Stages (each caches its outputs in the experiment folder and is skipped on `--re
     6. bon         best-of-n over the test prompts' base samples, a sweep of n
     7. dpo         DPO on the labelled pairs, a sweep of beta
     8. ppo         PPO against the proxy, a sweep of the KL coefficient (gold watches each rollout)
-    9. evaluate    every trained policy on the test prompts: KL, proxy, gold, gold win-rate
-   10. report      Gao fits, flags, summary.json and report.html
+    9. rloo        RLOO against the proxy (scaled to its base spread), a sweep of the KL coefficient,
+                   snapshots along training; and the weak-proxy arm
+   10. grpo        GRPO likewise
+   11. evaluate    every trained policy and snapshot on the test prompts: KL, proxy, gold, gold
+                   win-rate, each with a 95% interval over prompts
+   12. report      Gao fits, flags, the split-half overoptimization test, summary.json and report.html
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from alignlab.fileio import atomic_write_json, read_jsonl, write_jsonl
 from alignlab.runs import Run
 
 GOLD_SPEC = "alignlab.feedback.gold:judge"
-STAGES = ("prompts", "vocabulary", "samples", "labels", "reward", "bon", "dpo", "ppo", "evaluate", "report")
+STAGES = ("prompts", "vocabulary", "samples", "labels", "reward", "bon", "dpo", "ppo", "rloo", "grpo", "evaluate",
+          "report")
 
 
 class Experiment:
@@ -90,7 +95,7 @@ def stage_prompts(exp: Experiment) -> dict:
     rng = random.Random(exp.seed)
     train = list(task.train)
     rng.shuffle(train)
-    needed = p.rm_prompts + max(p.ppo_rollout * p.ppo_iterations, 1)
+    needed = p.rm_prompts + max(p.ppo_rollout * p.ppo_iterations, p.rl_prompts * p.rl_iterations, 1)
     if len(train) < p.rm_prompts + 1 or len(task.test) < p.test_prompts:
         raise ValueError(f"the task has {len(train)} train and {len(task.test)} test prompts; the profile needs "
                          f"{p.rm_prompts}+ and {p.test_prompts}")
@@ -235,67 +240,110 @@ def stage_labels(exp: Experiment) -> dict:
 # -- 5. reward --------------------------------------------------------------------------------------
 
 
-def gold_pairs(exp: Experiment, per_prompt: int = 6) -> list[tuple[str, str, str]]:
-    """Held-out (prompt, better, worse) pairs by noise-free gold, from the test prompts' base samples."""
+def gold_pairs(exp: Experiment, per_prompt: int | None = None) -> list[tuple[str, str, str]]:
+    """Held-out (prompt, better, worse) pairs by noise-free gold, from the test prompts' base samples:
+    every within-prompt pair whose gold differs (``per_prompt``: a random subset of each prompt's)."""
     rng = random.Random(exp.seed + 3)
     out = []
     for row in read_jsonl(exp.file("test_samples.jsonl")):
         pairs = [(i, j) for i, j in itertools.combinations(range(len(row["responses"])), 2)
                  if row["gold"][i] != row["gold"][j] and row["responses"][i] != row["responses"][j]]
-        for i, j in rng.sample(pairs, min(per_prompt, len(pairs))):
+        if per_prompt is not None:
+            pairs = rng.sample(pairs, min(per_prompt, len(pairs)))
+        for i, j in pairs:
             better, worse = (i, j) if row["gold"][i] > row["gold"][j] else (j, i)
             out.append((row["prompt"], row["responses"][better], row["responses"][worse]))
     return out
 
 
-def stage_reward(exp: Experiment) -> dict:
-    """The proxy reward model on all labels, and its learning curve: models on growing shares of
-    the labels, each scored on held-out pairs of test-prompt responses ordered by noise-free gold.
-    The final proxy also scores every test sample once (best-of-n selects on those scores)."""
+def _proxy_scores(rm, texts: list[tuple[str, str]], mode: str, cache: dict, progress: bool):
+    """The proxy's (normalised, ensemble-mean) score of each (prompt, response)."""
     import torch
 
-    from alignlab.train.reward import RewardTrainConfig, cached_features, train_reward
+    from alignlab.train.reward import cached_features
+
+    with torch.no_grad():
+        if mode == "head":
+            features = cached_features(rm, [rm.encode(q, r) for q, r in texts], progress=progress, cache=cache)
+            return rm.normalize(rm.head(features)).mean(-1)
+        return rm.score([q for q, _ in texts], [r for _, r in texts])[0]
+
+
+def within_prompt_spread(scores, groups: list[int]) -> float:
+    """The root mean within-prompt variance of scores (the spread a group baseline sees)."""
+    import numpy as np
+
+    values, at, variances = np.asarray(scores, dtype=float), 0, []
+    for size in groups:
+        if size > 1:
+            variances.append(values[at:at + size].var(ddof=1))
+        at += size
+    return float(np.sqrt(np.mean(variances))) if variances else 1.0
+
+
+def stage_reward(exp: Experiment) -> dict:
+    """The proxy reward model on all labels, and its learning curve: models on growing shares of
+    the labels, each scored on every held-out within-prompt pair of the test prompts' base
+    samples ordered by noise-free gold, with a prompt-clustered 95% interval. Each model's
+    within-prompt spread on the labelled prompts' samples is recorded (online RL divides the
+    proxy by it). The final proxy also scores every test sample once (best-of-n selects on those)."""
+    from alignlab.pressure.stats import clustered_accuracy
+    from alignlab.train.reward import RewardTrainConfig, train_reward
     from alignlab.train.reward_cli import resolve_reward_model
     from alignlab.train.reward_model import load_reward_model
 
     p = exp.profile
     pairs = read_jsonl(exp.file("comparisons.jsonl"))
     test = read_jsonl(exp.file("test_samples.jsonl"))
+    labelled = read_jsonl(exp.file("rm_samples.jsonl"))
     held_out = gold_pairs(exp)
     texts = [(row["prompt"], r) for row in test for r in row["responses"]]
     where = {t: i for i, t in enumerate(texts)}
+    train_texts = [(row["prompt"], r) for row in labelled for r in row["responses"]]
     cache: dict = {}  # head mode: one frozen backbone, so features are computed once per text
     curve, main, scores = [], None, None
-    for fraction in sorted(set(p.rm_fractions) | {1.0}):
+    fractions = sorted(set(p.rm_fractions) | {1.0} | ({p.weak_proxy_fraction} if p.weak_proxy_fraction else set()))
+    for fraction in fractions:
         count = max(2, round(len(pairs) * fraction))
         data = exp.file(f"comparisons-{count}.jsonl")
         write_jsonl(data, pairs[:count])
         run = train_reward(RewardTrainConfig(data=str(data), model=p.model, dtype=p.dtype, mode=p.rm_mode,
-                                             pooling=p.rm_pooling, epochs=p.rm_epochs, eval_fraction=0.0,
-                                             seed=exp.seed),
+                                             pooling=p.rm_pooling, epochs=p.rm_epochs, seed=exp.seed,
+                                             **_reward_options(p)),
                            progress=exp.progress, feature_cache=cache if p.rm_mode == "head" else None)
         rm = load_reward_model(resolve_reward_model(run.id))
-        with torch.no_grad():
-            if p.rm_mode == "head":
-                features = cached_features(rm, [rm.encode(q, r) for q, r in texts], progress=exp.progress,
-                                           cache=cache)
-                scores = rm.normalize(rm.head(features)).mean(-1)
-            else:
-                scores = rm.score([q for q, _ in texts], [r for _, r in texts])[0]
-        better = torch.tensor([float(scores[where[(q, b)]]) for q, b, _ in held_out])
-        worse = torch.tensor([float(scores[where[(q, w)]]) for q, _, w in held_out])
-        accuracy = float((better > worse).float().mean()) if held_out else math.nan
-        curve.append({"fraction": fraction, "pairs": count, "run": run.id, "gold_accuracy": accuracy})
+        scores = _proxy_scores(rm, texts, p.rm_mode, cache, exp.progress)
+        spread = within_prompt_spread(_proxy_scores(rm, train_texts, p.rm_mode, cache, exp.progress).tolist(),
+                                      [len(row["responses"]) for row in labelled])
+        correct = [1.0 if scores[where[(q, b)]] > scores[where[(q, w)]] else
+                   0.5 if scores[where[(q, b)]] == scores[where[(q, w)]] else 0.0 for q, b, w in held_out]
+        accuracy = (clustered_accuracy(correct, [q for q, _, _ in held_out]).to_dict() if len(held_out) > 1
+                    else {"value": math.nan, "ci": [math.nan, math.nan]})
+        curve.append({"fraction": fraction, "pairs": count, "run": run.id, "gold_accuracy": accuracy["value"],
+                      "gold_accuracy_ci": accuracy["ci"], "spread": spread})
         exp.log(f"  reward model on {count} pairs: accuracy against gold on {len(held_out)} held-out pairs "
-                f"{accuracy:.3f}")
-        main = run
+                f"{accuracy['value']:.3f} (95% CI {accuracy['ci'][0]:.3f}-{accuracy['ci'][1]:.3f}, clustered by prompt)")
+        if fraction == 1.0:
+            main, main_scores = run, scores
         del rm
     n = len(test[0]["responses"])
     for i, row in enumerate(test):  # the final proxy's scores, for best-of-n
-        row["proxy"] = scores[i * n:(i + 1) * n].tolist()
+        row["proxy"] = main_scores[i * n:(i + 1) * n].tolist()
     write_jsonl(exp.file("test_samples.jsonl"), test)
+    final = next(c for c in curve if c["fraction"] == 1.0)
+    weak = next((c for c in curve if c["fraction"] == p.weak_proxy_fraction), None) if p.weak_proxy_fraction else None
     return {"run": main.id, "curve": curve, "held_out_pairs": len(held_out),
-            "gold_accuracy": curve[-1]["gold_accuracy"]}
+            "held_out_prompts": len({q for q, _, _ in held_out}), "gold_accuracy": final["gold_accuracy"],
+            "gold_accuracy_ci": final["gold_accuracy_ci"], "spread": final["spread"],
+            "weak": {"run": weak["run"], "fraction": weak["fraction"], "spread": weak["spread"],
+                     "gold_accuracy": weak["gold_accuracy"]} if weak else None}
+
+
+def _reward_options(p: Profile) -> dict:
+    """The profile's reward-head choices: the layer it reads, its L2 penalty, early stopping on
+    held-out prompts (10% of the labelled prompts; no held-out split without it)."""
+    return {"layer": p.rm_layer, "head_l2": p.rm_l2, "early_stop": p.rm_early_stop,
+            "eval_fraction": 0.1 if p.rm_early_stop else 0.0}
 
 
 def reward_spec(exp: Experiment) -> str:
@@ -342,6 +390,9 @@ def stage_dpo(exp: Experiment) -> dict:
 
 
 def stage_ppo(exp: Experiment) -> dict:
+    """PPO against the proxy scaled to its within-prompt spread (as the group methods see it),
+    with a constant learning rate and Monte-Carlo returns (GAE lambda 1): with a value head that
+    starts at zero, lambda 0.95 gave the first of 48 tokens 9% of the score's credit."""
     from alignlab.train.ppo import PPOConfig, train_ppo
 
     p = exp.profile
@@ -353,6 +404,8 @@ def stage_ppo(exp: Experiment) -> dict:
                                   ppo_epochs=p.ppo_epochs, max_new_tokens=p.max_new_tokens,
                                   stop=list(exp.done("prompts")["stop"]), temperature=1.0, kl_coef=coef,
                                   lr=p.ppo_lr, lora=p.lora, lora_r=p.lora_r, lora_alpha=2.0 * p.lora_r,
+                                  reward_scale=max(exp.done("reward").get("spread", 1.0), 1e-6),
+                                  lr_schedule="constant", lam=1.0, snapshot_every=p.ppo_snapshot_every,
                                   missing_eos_penalty=0.0, sample_every=max(1, p.ppo_iterations // 2),
                                   vocabulary=vocabulary_file(exp), seed=exp.seed, checkpoint_every=10_000),
                         progress=exp.progress)
@@ -360,42 +413,104 @@ def stage_ppo(exp: Experiment) -> dict:
     return {"runs": runs}
 
 
-# -- 9. evaluate ------------------------------------------------------------------------------------
+# -- 9-10. RLOO and GRPO ----------------------------------------------------------------------------
+
+
+def _online_runs(exp: Experiment, method: str, kl_coefs: tuple[float, ...]) -> dict:
+    """One run per KL coefficient against the proxy (scaled to its within-prompt spread on the
+    labelled prompts' base samples, so beta is per unit of the spread a group baseline sees);
+    and, for the headline method at its first coefficient, runs with further seeds (final policy
+    only) and one against the weak proxy."""
+    from alignlab.train.grpo import GRPOConfig, train_grpo
+    from alignlab.train.rloo import RLOOConfig, train_rloo
+
+    p = exp.profile
+    config_cls, train = {"rloo": (RLOOConfig, train_rloo), "grpo": (GRPOConfig, train_grpo)}[method]
+    reward = exp.done("reward")
+    arms = [(coef, reward["run"], reward["spread"], "proxy", exp.seed) for coef in kl_coefs]
+    if method == p.online_method and kl_coefs:
+        arms += [(kl_coefs[0], reward["run"], reward["spread"], f"seed {exp.seed + k}", exp.seed + k)
+                 for k in range(1, p.rl_seeds)]
+        if reward.get("weak"):
+            arms.append((kl_coefs[0], reward["weak"]["run"], reward["weak"]["spread"], "weak proxy", exp.seed))
+    runs = []
+    for coef, proxy, spread, arm, seed in arms:
+        run = train(config_cls(prompts=exp.file("ppo_prompts.jsonl"), reward=proxy, gold=GOLD_SPEC, model=p.model,
+                               dtype=p.dtype, iterations=p.rl_iterations, prompts_per_iteration=p.rl_prompts,
+                               group_size=p.rl_group, max_new_tokens=p.max_new_tokens,
+                               stop=list(exp.done("prompts")["stop"]), temperature=1.0, kl_coef=coef,
+                               reward_scale=max(spread, 1e-6), lr=p.rl_lr, lora=p.lora, lora_r=p.lora_r,
+                               lora_alpha=2.0 * p.lora_r, sample_every=max(1, p.rl_iterations // 2),
+                               snapshot_every=p.rl_snapshot_every if arm in ("proxy", "weak proxy") else 0,
+                               vocabulary=vocabulary_file(exp), seed=seed, checkpoint_every=10_000),
+                      progress=exp.progress)
+        runs.append({"kl_coef": coef, "run": run.id, "arm": arm, "reward": proxy})
+    return {"runs": runs}
+
+
+def stage_rloo(exp: Experiment) -> dict:
+    return _online_runs(exp, "rloo", exp.profile.rloo_kl_coefs)
+
+
+def stage_grpo(exp: Experiment) -> dict:
+    return _online_runs(exp, "grpo", exp.profile.grpo_kl_coefs)
+
+
+# -- 11. evaluate ------------------------------------------------------------------------------------
 
 
 def stage_evaluate(exp: Experiment) -> dict:
-    from alignlab.experiment.evaluate import evaluate_policy, win_rate
-    from alignlab.runs import find_run
-
+    """Every trained policy and snapshot answers the test prompts; gold and the proxy judge the
+    answers; the gold win-rate against the base samples of the same prompt gets a 95% interval
+    over prompts (pressure/stats.py). Per-prompt means are kept for the paired tests of the report."""
+    from alignlab.experiment.evaluate import evaluate_policy
     from alignlab.models import load_model
+    from alignlab.pressure.stats import paired_win_rate
+    from alignlab.runs import find_run
     from alignlab.train.policy import snapshots
+    from alignlab.train.reward_fn import load_reward
 
     p = exp.profile
     test = read_jsonl(exp.file("test_samples.jsonl"))
     base_gold = [row["gold"] for row in test]
-    policies = []  # (method, setting, run id, step or None for the final policy, folder)
-    for method, key, runs in (("dpo", "beta", exp.done("dpo")["runs"]), ("ppo", "kl_coef", exp.done("ppo")["runs"])):
-        for r in runs:
+    policies = []  # (method, setting, run record, step or None for the final policy, folder)
+    for method, key in (("dpo", "beta"), ("ppo", "kl_coef"), ("rloo", "kl_coef"), ("grpo", "kl_coef")):
+        for r in (exp.done(method) or {}).get("runs", []):
             path = find_run(r["run"]).path
-            setting = f"{key}={r[key]:g}"
-            policies += [(method, f"{setting} step {step}", r["run"], step, folder) for step, folder in snapshots(path)]
-            policies.append((method, setting, r["run"], None, path / "policy"))
+            setting = f"{key}={r[key]:g}" + (f" ({r['arm']})" if r.get("arm", "proxy") != "proxy" else "")
+            policies += [(method, f"{setting} step {step}", r, step, folder) for step, folder in snapshots(path)]
+            policies.append((method, setting, r, None, path / "policy"))
     reference, _ = load_model(p.model, dtype=p.dtype)  # the base policy, shared by every evaluation
     results = []
-    for method, setting, run_id, step, folder in policies:
-        evaluation = evaluate_policy(folder, [row["prompt"] for row in test], p.eval_samples, p.max_new_tokens,
+    n = p.eval_samples
+    for method, setting, record, step, folder in policies:
+        evaluation = evaluate_policy(folder, [row["prompt"] for row in test], n, p.max_new_tokens,
                                      list(exp.done("prompts")["stop"]), reward_spec(exp), vocabulary_file(exp),
                                      seed=exp.seed + 5, dtype=p.dtype, reference=reference)
-        evaluation["gold_win_rate"] = win_rate(evaluation.pop("gold_by_prompt"), base_gold)
+        gold_by_prompt = evaluation.pop("gold_by_prompt")
+        win = paired_win_rate(gold_by_prompt, base_gold)
+        samples = evaluation.pop("samples")
+        proxy = [s["proxy"] for s in samples]
+        extra = {}
+        if record.get("reward", reward_spec(exp)) != reward_spec(exp):  # the weak arm: the proxy it optimised too
+            own, _ = load_reward(record["reward"])
+            own_scores = own([s["prompt"] for s in samples], [s["response"] for s in samples]).tolist()
+            extra = {"own_proxy": sum(own_scores) / len(own_scores),
+                     "own_proxy_by_prompt": [sum(own_scores[i * n:(i + 1) * n]) / n for i in range(len(test))]}
         name = "test_samples.jsonl" if step is None else f"test_samples-step-{step:07d}.jsonl"
-        write_jsonl(find_run(run_id).path / name, evaluation.pop("samples"))
-        results.append({"method": method, "setting": setting, "run": run_id, "step": step, **evaluation})
+        write_jsonl(find_run(record["run"]).path / name, samples)
+        results.append({"method": method, "setting": setting, "run": record["run"], "step": step,
+                        "arm": record.get("arm", "proxy"), **evaluation, "gold_win_rate": win.value,
+                        "gold_win_rate_ci": list(win.ci), "gold_win_rate_se": win.se,
+                        "gold_by_prompt": [sum(g) / len(g) for g in gold_by_prompt],
+                        "proxy_by_prompt": [sum(proxy[i * n:(i + 1) * n]) / n for i in range(len(test))], **extra})
         exp.log(f"  {method} {setting}: KL {evaluation['kl']:.3f}, proxy {evaluation['proxy']:.4f}, "
-                f"gold {evaluation['gold']:.4f}, gold win-rate vs base {evaluation['gold_win_rate']:.3f}")
+                f"gold {evaluation['gold']:.4f}, gold win-rate vs base {win.value:.3f} "
+                f"(95% CI {win.ci[0]:.3f}-{win.ci[1]:.3f})")
     return {"policies": results}
 
 
-# -- 10. report -------------------------------------------------------------------------------------
+# -- 12. report -------------------------------------------------------------------------------------
 
 
 def stage_report(exp: Experiment) -> dict:
@@ -410,8 +525,8 @@ def stage_report(exp: Experiment) -> dict:
 
 STAGE_FUNCTIONS: dict[str, Callable[[Experiment], dict]] = {
     "prompts": stage_prompts, "vocabulary": stage_vocabulary, "samples": stage_samples, "labels": stage_labels,
-    "reward": stage_reward, "bon": stage_bon, "dpo": stage_dpo, "ppo": stage_ppo, "evaluate": stage_evaluate,
-    "report": stage_report,
+    "reward": stage_reward, "bon": stage_bon, "dpo": stage_dpo, "ppo": stage_ppo, "rloo": stage_rloo,
+    "grpo": stage_grpo, "evaluate": stage_evaluate, "report": stage_report,
 }
 
 

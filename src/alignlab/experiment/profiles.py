@@ -1,5 +1,6 @@
 """Sizes of the writing-prompts experiment: 'test' (the tiny model, seconds), 'quick' (the
-embedded model on a 2-core CPU within 15 minutes: `make demo`), 'full' (a GPU or a long CPU run).
+embedded model on a 2-core CPU within 15 minutes: `make demo`), 'standard' (90 minutes on a
+2-core CPU: pressure sweeps, a weak-proxy arm, every online method), 'full' (a GPU).
 
 Every number here is a choice about compute, not about the method: the stages are the same in
 every profile.
@@ -32,8 +33,36 @@ class Profile:
     dpo_betas: tuple[float, ...]
     """DPO pressure sweep (smaller beta, more pressure)."""
     ppo_kl_coefs: tuple[float, ...]
-    """PPO pressure sweep: fixed KL coefficients (smaller, more pressure)."""
+    """PPO pressure sweep: fixed KL coefficients (smaller, more pressure); empty: no PPO stage."""
     ppo_iterations: int
+    online_method: str = "rloo"
+    """The online method whose gold win-rate is the run's headline, named before the run (not the best of several)."""
+    rloo_kl_coefs: tuple[float, ...] = ()
+    """RLOO pressure sweep (KL coefficient per nat of sequence KL, on the proxy scaled to its base spread); empty: no RLOO."""
+    grpo_kl_coefs: tuple[float, ...] = ()
+    """GRPO pressure sweep (k3 loss coefficient); empty: no GRPO stage."""
+    rl_iterations: int = 16
+    """RLOO/GRPO iterations per run."""
+    rl_prompts: int = 4
+    """RLOO/GRPO prompts per iteration."""
+    rl_group: int = 4
+    """RLOO/GRPO samples per prompt (the group that is the baseline)."""
+    rl_lr: float = 1.5e-4
+    """RLOO/GRPO learning rate (constant)."""
+    rl_snapshot_every: int = 4
+    """Save the RLOO/GRPO policy every N iterations and evaluate each snapshot on the test prompts (0: the end only)."""
+    rl_seeds: int = 1
+    """Run the headline method's first setting with this many seeds (the headline is seed 0's; the others give the spread across seeds)."""
+    weak_proxy_fraction: float = 0.0
+    """Also run the headline method against a reward model trained on this share of the labels (weak proxies overoptimize sooner; 0: no such arm)."""
+    target_rm_accuracy: float = 0.70
+    """Target: the proxy's accuracy against gold on held-out pairs."""
+    target_win_rate: float = 0.70
+    """Target: the headline online method's gold win-rate against the base policy."""
+    target_win_rate_low: float = 0.6
+    """Target: the lower end of that win-rate's 95% interval must exceed this."""
+    require_goodhart: bool = False
+    """Whether this profile claims the split-half overoptimization test (only a profile sized for it should)."""
     eval_samples: int = 2
     """Samples per test prompt for each trained policy."""
     rm_mode: str = "head"
@@ -42,6 +71,12 @@ class Profile:
     last-token state predicted gold pairs at chance (51%), the response mean at 63% (docs/experiment.md)."""
     rm_epochs: int = 30
     """Passes over the labels (cheap for a head on cached features)."""
+    rm_layer: int = 0
+    """The decoder layer whose states the head reads (0: the final layer)."""
+    rm_l2: float = 0.0
+    """L2 penalty on the reward head's weights."""
+    rm_early_stop: bool = False
+    """Keep the epoch with the best loss on held-out prompts' labels (10% of the labelled prompts)."""
     rm_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     """Shares of the labels the reward-model learning curve trains on."""
     vocab_pilot_prompts: int = 16
@@ -62,6 +97,8 @@ class Profile:
     ppo_minibatch: int = 4
     ppo_epochs: int = 2
     ppo_lr: float = 3e-4
+    ppo_snapshot_every: int = 0
+    """Save PPO's policy every N iterations and evaluate each snapshot (0: the end only)."""
     lora: bool = True
     lora_r: int = 8
     notes: list[str] = field(default_factory=list)
@@ -75,16 +112,35 @@ PROFILES: dict[str, Profile] = {
                     samples_per_prompt=3, test_prompts=4, bon_n=(1, 2, 4), dpo_betas=(0.1,), ppo_kl_coefs=(0.05,),
                     ppo_iterations=3, eval_samples=1, vocab_pilot_prompts=0, batch_size=8, dpo_batch=4,
                     ppo_rollout=4, ppo_minibatch=2, ppo_epochs=1, dpo_lr=1e-3, ppo_lr=1e-3, agreement=0.6,
-                    dpo_snapshot_every=2),
+                    dpo_snapshot_every=2, rloo_kl_coefs=(0.05,), grpo_kl_coefs=(0.05,), rl_iterations=2,
+                    rl_prompts=2, rl_group=2, rl_lr=1e-3, rl_snapshot_every=1, weak_proxy_fraction=0.5,
+                    rm_early_stop=True, rm_l2=1e-3),
+    # The headline is RLOO at kl_coef 0.05 (named here, before any run). PPO and GRPO are in the
+    # standard profile: the quick one has time for one online method.
     "quick": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=48,
-                     rm_prompts=48, samples_per_prompt=4, test_prompts=24, bon_n=(1, 2, 4, 8),
-                     dpo_betas=(0.1,), dpo_max_pairs=64, dpo_snapshot_every=2, ppo_kl_coefs=(0.02,),
-                     ppo_iterations=6, ppo_lr=1e-4, vocab_pilot_prompts=8, batch_size=64),
+                     rm_prompts=48, samples_per_prompt=4, test_prompts=48, bon_n=(1, 2, 4, 8),
+                     dpo_betas=(0.1,), dpo_max_pairs=64, dpo_snapshot_every=0, ppo_kl_coefs=(),
+                     ppo_iterations=6, ppo_lr=1e-4, vocab_pilot_prompts=8, batch_size=64, rloo_kl_coefs=(0.05,),
+                     rl_iterations=16, rl_prompts=4, rl_group=4, rl_snapshot_every=4, rm_layer=12, rm_l2=1e-2,
+                     rm_early_stop=True),
+    # Sized for 90 minutes on a 2-core CPU: a pressure sweep for RLOO, a weak-proxy arm (a reward
+    # model on a quarter of the labels), GRPO and PPO at one setting each, 100 test prompts.
+    "standard": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=48,
+                        rm_prompts=150, samples_per_prompt=4, test_prompts=100, bon_n=(1, 2, 4, 8, 16),
+                        dpo_betas=(0.1,), dpo_max_pairs=128, dpo_snapshot_every=0, ppo_kl_coefs=(0.02,),
+                        ppo_iterations=12, ppo_lr=1e-4, ppo_snapshot_every=4, vocab_pilot_prompts=16, batch_size=64,
+                        rloo_kl_coefs=(0.05, 0.01), grpo_kl_coefs=(0.05,), rl_iterations=40, rl_prompts=4,
+                        rl_group=4, rl_snapshot_every=10, weak_proxy_fraction=0.25, rm_layer=12, rm_l2=1e-2,
+                        rm_early_stop=True, target_rm_accuracy=0.75, target_win_rate=0.75, target_win_rate_low=0.65,
+                        require_goodhart=True),
     "full": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=96,
                     rm_prompts=600, samples_per_prompt=4, test_prompts=200, bon_n=(1, 2, 4, 8, 16, 32, 64),
                     dpo_betas=(0.5, 0.1, 0.03, 0.01), ppo_kl_coefs=(0.1, 0.03, 0.01, 0.003), ppo_iterations=200,
                     eval_samples=4, rm_mode="last", rm_epochs=3, vocab_pilot_prompts=64, dpo_epochs=2, ppo_rollout=32,
-                    ppo_minibatch=8, ppo_epochs=4, lora_r=16),
+                    ppo_minibatch=8, ppo_epochs=4, lora_r=16, rloo_kl_coefs=(0.1, 0.03, 0.01),
+                    grpo_kl_coefs=(0.1, 0.01), rl_iterations=200, rl_prompts=16, rl_group=4, rl_snapshot_every=25,
+                    weak_proxy_fraction=0.25, target_rm_accuracy=0.75, target_win_rate=0.75,
+                    target_win_rate_low=0.65, require_goodhart=True),
 }
 
 

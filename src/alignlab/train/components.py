@@ -156,7 +156,7 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
                         mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO's clipped surrogate, averaged over response tokens. (B, T) each.
 
-    Returns the loss and diagnostics: approx_kl (k3-style 0.5 * mean (log ratio)^2), clipfrac
+    Returns the loss and diagnostics: approx_kl (the k2 estimator 0.5 * mean (log ratio)^2), clipfrac
     (share of tokens where the clipped branch is active) and the mean ratio.
     """
     log_ratio = logp - old_logp

@@ -6,7 +6,7 @@ Every detail the spec lists is here: the reward at the last token of the (trunca
 a penalty for responses that never emit EOS, logits divided by the sampling temperature when
 computing log-probs, a per-token KL penalty -beta (log pi - log ref) with an adaptive or fixed
 beta, GAE (gamma 1, lambda 0.95), advantage (and optionally reward) whitening, clipped policy
-and value losses, several epochs of minibatches per rollout, a linearly annealed learning rate,
+and value losses, several epochs of minibatches per rollout, a linearly annealed (or constant) learning rate,
 dropout off, and a sample table every N iterations.
 
 Several processes: each samples its share of the rollout's prompts; whitening statistics and
@@ -94,7 +94,11 @@ class PPOConfig(MonitorOptions, LoraOptions, VocabularyOptions):
     vf_coef: float = 0.1
     """Weight of the value loss."""
     lr: float = 0.0
-    """Peak learning rate, annealed linearly to 0 (0: 1e-5 full, 1e-4 LoRA)."""
+    """Peak learning rate (0: 1e-5 full, 1e-4 LoRA)."""
+    lr_schedule: Literal["linear", "constant"] = "linear"
+    """Anneal the learning rate linearly to 0 over the run (the Stiennon et al. recipe), or keep it constant."""
+    reward_scale: float = 1.0
+    """Scores are divided by this before the KL penalty: pass the reward's spread so kl_coef is per unit of it."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0: off)."""
     sample_every: int = 10
@@ -205,7 +209,8 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     updates_per_iteration = config.ppo_epochs * (config.rollout_batch // config.minibatch_size)
     total_updates = config.iterations * updates_per_iteration
     optimizer = adamw(trainable.values(), lr=config.lr or (1e-4 if config.lora else 1e-5), eps=1e-5)
-    scheduler = linear_schedule(optimizer, 0, total_updates)
+    scheduler = (linear_schedule(optimizer, 0, total_updates) if config.lr_schedule == "linear"
+                 else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target
               else FixedKLController(config.kl_coef))
     # Temperature only (no top-k/top-p), so the sampler's log-prob of each drawn token is the
@@ -244,6 +249,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
         # 2. score: the reward at the last token of the response, less the missing-EOS penalty
         scores = reward_fn(batch_prompts, [c.text for c in completions]).float().to(accelerator.device)  # (b,)
         raw_scores = scores.clone()
+        scores = scores / config.reward_scale
         has_eos = torch.tensor([c.finish_reason in ("eos", "stop") for c in completions], device=accelerator.device)
         if config.missing_eos_penalty:
             scores = torch.where(has_eos, scores, scores - config.missing_eos_penalty)
@@ -395,6 +401,8 @@ def _check(config: PPOConfig) -> None:
         raise ValueError("an adaptive KL (kl_target > 0) needs a positive initial kl_coef")
     if not 0 < config.cliprange < 1:
         raise ValueError(f"cliprange is {config.cliprange}; use a value in (0, 1), e.g. 0.2")
+    if config.reward_scale <= 0:
+        raise ValueError(f"reward_scale is {config.reward_scale}; it must be > 0")
 
 
 def _value_from_reward_model(module: PolicyAndValue, spec: str) -> None:
