@@ -128,3 +128,20 @@ def test_demo_runs_on_the_embedded_model(capsys, embedded):
     code, out, err = run_cli(["demo", "--n", "1", "--max-new-tokens", "8", "--color", "never"], capsys)
     assert code == 0, err
     assert out.count("--- sample") == 3 and "Writing prompt" in out
+
+
+def test_every_command_and_group_prints_its_help_and_exits_0(capsys):
+    from alignlab.cli import COMMANDS
+
+    for key in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            main([*key.split(), "--help"])
+        assert done.value.code == 0, key
+        assert f"alignlab {key}" in capsys.readouterr().out, key
+    for group in sorted({k.split()[0] for k in COMMANDS if " " in k} - set(COMMANDS)):
+        assert main([group, "--help"]) == 0, group
+        out = capsys.readouterr().out
+        subs = [k.split()[1] for k in COMMANDS if k.startswith(group + " ")]
+        assert f"alignlab {group}" in out and all(f"  {s} " in out for s in subs), (group, out)
+        assert main([group]) == 2  # a group alone: its help on stderr, and a usage error
+        assert "subcommands:" in capsys.readouterr().err

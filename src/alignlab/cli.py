@@ -98,6 +98,16 @@ def _top_help() -> str:
     return "\n".join(lines)
 
 
+def _group_help(group: str) -> str:
+    """A command group's subcommands, a line each (their own --help has the options)."""
+    lines = [f"usage: alignlab {group} SUBCOMMAND [options]   (alignlab {group} SUBCOMMAND --help for its options)",
+             "", f"{HELP.get(group, group)}", "", "subcommands:"]
+    for key in COMMANDS:
+        if key.startswith(group + " "):
+            lines.append(f"  {key.split()[1]:<14} {load_command(key).help}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `alignlab` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -114,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     elif key not in COMMANDS:
         groups = sorted({k.split()[0] for k in COMMANDS if " " in k})
         if key in groups:
-            subs = [k.split()[1] for k in COMMANDS if k.startswith(key + " ")]
-            print(f"alignlab {key}: choose one of: {', '.join(subs)}", file=sys.stderr)
-            return 2
+            asked = bool(rest) and rest[0] in ("-h", "--help")
+            print(_group_help(key), file=sys.stdout if asked else sys.stderr)
+            return 0 if asked else 2
         else:
             print(f"alignlab: unknown command '{key}'. Commands: {', '.join(HELP)}", file=sys.stderr)
             return 2
