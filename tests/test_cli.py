@@ -145,3 +145,12 @@ def test_every_command_and_group_prints_its_help_and_exits_0(capsys):
         assert f"alignlab {group}" in out and all(f"  {s} " in out for s in subs), (group, out)
         assert main([group]) == 2  # a group alone: its help on stderr, and a usage error
         assert "subcommands:" in capsys.readouterr().err
+
+
+def test_a_normal_generate_prints_no_deprecation_or_future_warning(tmp_path):
+    env = {**os.environ, "ALIGNLAB_RUNS_DIR": str(tmp_path / "runs"), "PYTHONWARNINGS": "default"}
+    done = subprocess.run([sys.executable, "-m", "alignlab.cli", "generate", "Once upon a time", "--model", "tiny",
+                           "--max-new-tokens", "6"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for word in ("FutureWarning", "DeprecationWarning", "deprecated"):
+        assert word not in done.stderr, done.stderr[-2000:]

@@ -152,8 +152,18 @@ def test_the_two_level_draw_picks_the_full_cdf_column(width):
     uniform[:3] = torch.tensor([0.0, 1 - 2 ** -53, 0.5])
     for mask in (None, keep):
         col, lp = _draw(probs, mask, uniform)
-        assert torch.equal(col, _draw_by_full_cdf(probs, mask, uniform))
+        reference = _draw_by_full_cdf(probs, mask, uniform)
         kept = probs if mask is None else torch.where(mask, probs, torch.zeros(()))
+        # The documented exception: block totals are float32 sums, so a target within float32
+        # rounding of a column edge may land on the next kept column. Seen once in 1,200 rows on
+        # an AVX2 CPU (a target 4e-10 from the edge); nowhere else may the columns differ.
+        cdf = kept.double().cumsum(-1)
+        for r in (col != reference).nonzero()[:, 0].tolist():
+            lo, hi = sorted((int(col[r]), int(reference[r])))
+            assert bool((kept[r, lo + 1:hi] == 0).all()), (r, lo, hi)  # neighbouring kept columns
+            target = float(uniform[r]) * float(cdf[r, -1])
+            assert abs(float(cdf[r, lo]) - target) < 1e-6 * float(cdf[r, -1]), (r, float(cdf[r, lo]), target)
+        assert int((col != reference).sum()) <= 1
         assert bool((kept.gather(1, col[:, None]) > 0).all())  # never a zero-mass column
         expected = (kept.gather(1, col[:, None])[:, 0].double() / kept.double().sum(-1)).log().float()
         assert torch.allclose(lp, expected, atol=1e-6)

@@ -29,8 +29,7 @@ def decoder(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  position_ids: torch.Tensor | None = None, past_key_values=None,
-                  use_cache: bool = False):
+                  position_ids: torch.Tensor | None = None, cache=None, use_cache: bool = False):
     """Final-layer hidden states (B, T, D) and the updated KV cache.
 
     Position ids default to the count of real tokens before each position, so left padding
@@ -38,11 +37,11 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     """
     if position_ids is None:
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    if past_key_values is None and not use_cache:
+    if cache is None and not use_cache:
         return body_hidden_states(decoder(model), input_ids, attention_mask, position_ids), None
     out = decoder(model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=past_key_values, use_cache=use_cache)
-    return out.last_hidden_state, out.past_key_values
+                         cache=cache, use_cache=use_cache)
+    return out.last_hidden_state, out.cache
 
 
 SHARED_PREFIX_MIN = 16
@@ -93,13 +92,13 @@ def body_hidden_states(body: torch.nn.Module, input_ids: torch.Tensor, attention
             rows = len(plan.input_ids) if plan is not None else input_ids.shape[0]
             head = body(input_ids=input_ids[:1, :shared], attention_mask=attention_mask[:1, :shared],
                         position_ids=position_ids[:1, :shared], use_cache=True)
-            cache = head.past_key_values
+            cache = head.cache
             cache.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=input_ids.device))
             if plan is not None:
                 tail = packed_body_hidden_states(body, plan, cache, past=shared)
             else:
                 tail = body(input_ids=tail_ids, attention_mask=attention_mask, position_ids=tail_pos,
-                            past_key_values=cache, use_cache=True).last_hidden_state
+                            cache=cache, use_cache=True).last_hidden_state
             return torch.cat([head.last_hidden_state.expand(input_ids.shape[0], -1, -1), tail], dim=1)
     plan = plan_packing(input_ids, attention_mask, position_ids, pad_id=pad_id) if pack else None
     if plan is not None:

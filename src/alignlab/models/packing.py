@@ -202,9 +202,9 @@ def layer_masks(body: torch.nn.Module, plan: PackPlan, past: int = 0) -> dict[st
     return masks
 
 
-def packed_body_hidden_states(body: torch.nn.Module, plan: PackPlan, past_key_values=None, past: int = 0) -> torch.Tensor:
+def packed_body_hidden_states(body: torch.nn.Module, plan: PackPlan, cache=None, past: int = 0) -> torch.Tensor:
     """Run ``body`` on the packed rows and gather the hidden states back: (B, T, D)."""
-    kwargs = {"past_key_values": past_key_values, "use_cache": True} if past_key_values is not None else {}
+    kwargs = {"cache": cache, "use_cache": True} if cache is not None else {}
     hidden = body(input_ids=plan.input_ids, attention_mask=layer_masks(body, plan, past),
                   position_ids=plan.position_ids, **kwargs).last_hidden_state  # (R, L, D)
     return hidden.reshape(-1, hidden.shape[-1])[plan.index]

@@ -341,7 +341,7 @@ def prefill(model, prompt_ids: Sequence[Sequence[int]], pad_id: int, device) -> 
         rest, rest_mask = rest.to(device), rest_mask.to(device)
         mask = torch.cat([torch.ones((rows, shared), dtype=rest_mask.dtype, device=device), rest_mask], dim=1)
         positions = shared + (rest_mask.cumsum(-1) - 1).clamp(min=0)
-        hidden, cache = hidden_states(model, rest, mask, positions, past_key_values=cache, use_cache=True)
+        hidden, cache = hidden_states(model, rest, mask, positions, cache=cache, use_cache=True)
     else:
         ids, mask = left_pad(unique, pad_id)
         ids, mask = ids.to(device), mask.to(device)
@@ -434,7 +434,7 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
         feed = torch.where(torch.tensor(active), ids, torch.full_like(ids, pad_id))[:, None].to(device)
         mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
         with few_row_linears(model):  # one position per row: models/kernels
-            hidden, cache = hidden_states(model, feed, mask, next_pos, past_key_values=cache, use_cache=True)
+            hidden, cache = hidden_states(model, feed, mask, next_pos, cache=cache, use_cache=True)
         next_pos = next_pos + 1
         last = hidden[:, -1]  # (B, D)
         logits = output_logits(model, last).float().cpu()
