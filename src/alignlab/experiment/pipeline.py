@@ -340,9 +340,10 @@ def stage_reward(exp: Experiment) -> dict:
 
 
 def _reward_options(p: Profile) -> dict:
-    """The profile's reward-head choices: the layer it reads, its L2 penalty, early stopping on
-    held-out prompts (10% of the labelled prompts; no held-out split without it)."""
-    return {"layer": p.rm_layer, "head_l2": p.rm_l2, "early_stop": p.rm_early_stop,
+    """The profile's reward-head choices: the layer it reads, standardised features, its L2
+    penalty, early stopping on held-out prompts (10% of the labelled prompts; no held-out split
+    without it)."""
+    return {"layer": p.rm_layer, "head_l2": p.rm_l2, "early_stop": p.rm_early_stop, "standardize": p.rm_standardize,
             "eval_fraction": 0.1 if p.rm_early_stop else 0.0}
 
 

@@ -74,7 +74,9 @@ class Profile:
     rm_layer: int = 0
     """The decoder layer whose states the head reads (0: the final layer)."""
     rm_l2: float = 0.0
-    """L2 penalty on the reward head's weights."""
+    """L2 penalty on the reward head's weights (on standardised features when rm_standardize)."""
+    rm_standardize: bool = False
+    """Standardise each feature dimension on the training texts before the head (mode 'head')."""
     rm_early_stop: bool = False
     """Keep the epoch with the best loss on held-out prompts' labels (10% of the labelled prompts)."""
     rm_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
@@ -114,15 +116,15 @@ PROFILES: dict[str, Profile] = {
                     ppo_rollout=4, ppo_minibatch=2, ppo_epochs=1, dpo_lr=1e-3, ppo_lr=1e-3, agreement=0.6,
                     dpo_snapshot_every=2, rloo_kl_coefs=(0.05,), grpo_kl_coefs=(0.05,), rl_iterations=2,
                     rl_prompts=2, rl_group=2, rl_lr=1e-3, rl_snapshot_every=1, weak_proxy_fraction=0.5,
-                    rm_early_stop=True, rm_l2=1e-3),
+                    rm_early_stop=True, rm_l2=1e-3, rm_standardize=True),
     # The headline is RLOO at kl_coef 0.05 (named here, before any run). PPO and GRPO are in the
     # standard profile: the quick one has time for one online method.
     "quick": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=48,
                      rm_prompts=48, samples_per_prompt=4, test_prompts=48, bon_n=(1, 2, 4, 8),
                      dpo_betas=(0.1,), dpo_max_pairs=64, dpo_snapshot_every=0, ppo_kl_coefs=(),
                      ppo_iterations=6, ppo_lr=1e-4, vocab_pilot_prompts=8, batch_size=64, rloo_kl_coefs=(0.05,),
-                     rl_iterations=16, rl_prompts=4, rl_group=4, rl_snapshot_every=4, rm_layer=12, rm_l2=1e-2,
-                     rm_early_stop=True),
+                     rl_iterations=16, rl_prompts=4, rl_group=4, rl_snapshot_every=4, rm_layer=12, rm_l2=1.0,
+                     rm_standardize=True),
     # Sized for 90 minutes on a 2-core CPU: a pressure sweep for RLOO, a weak-proxy arm (a reward
     # model on a quarter of the labels), GRPO and PPO at one setting each, 100 test prompts.
     "standard": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=48,
@@ -130,8 +132,8 @@ PROFILES: dict[str, Profile] = {
                         dpo_betas=(0.1,), dpo_max_pairs=128, dpo_snapshot_every=0, ppo_kl_coefs=(0.02,),
                         ppo_iterations=12, ppo_lr=1e-4, ppo_snapshot_every=4, vocab_pilot_prompts=16, batch_size=64,
                         rloo_kl_coefs=(0.05, 0.01), grpo_kl_coefs=(0.05,), rl_iterations=40, rl_prompts=4,
-                        rl_group=4, rl_snapshot_every=10, weak_proxy_fraction=0.25, rm_layer=12, rm_l2=1e-2,
-                        rm_early_stop=True, target_rm_accuracy=0.75, target_win_rate=0.75, target_win_rate_low=0.65,
+                        rl_group=4, rl_snapshot_every=10, weak_proxy_fraction=0.25, rm_layer=12, rm_l2=1.0,
+                        rm_standardize=True, target_rm_accuracy=0.75, target_win_rate=0.75, target_win_rate_low=0.65,
                         require_goodhart=True),
     "full": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=96,
                     rm_prompts=600, samples_per_prompt=4, test_prompts=200, bon_n=(1, 2, 4, 8, 16, 32, 64),

@@ -12,6 +12,7 @@ CPU): each process takes an equal slice of every global batch and DDP averages g
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import partial
 import sys
 from dataclasses import dataclass, field
@@ -58,14 +59,22 @@ class RewardTrainConfig(MonitorOptions, RunOptions, OptimOptions):
     """Tokens of prompt + response kept (BOS and the end of the response are kept)."""
     pooling: Literal["last", "mean"] = "last"
     """What the head reads: the hidden state at the last token, or the mean over the response's tokens."""
+    layer: int = 0
+    """Decoder layer whose output the head reads, 1-based (0: the final states after the final norm); mode 'head' only."""
+    standardize: bool = False
+    """Mode head: standardise each feature dimension on the training texts (mean 0, std 1) before the head; saved with the model."""
     center: float = 0.0
     """Centering coefficient: adds center * (sum of a choice set's rewards)^2."""
     label_noise: float = 0.0
     """Label-noise-robust loss: the probability that a recorded choice is wrong (0: plain likelihood)."""
+    head_l2: float = 0.0
+    """L2 penalty on the head's weight (not its bias): adds head_l2 * ||w||^2 per ensemble member to each step's mean loss."""
     betas: str = ""
     """Override rationalities per kind, e.g. 'thumbs=0.3,edit=2'."""
     eval_fraction: float = 0.1
-    """Share of choices held out for evaluation."""
+    """Share of choices held out for evaluation (by prompt: all choices of one prompt fall on one side)."""
+    early_stop: bool = False
+    """Evaluate the held-out loss after every epoch and keep the model of the epoch where it was lowest (needs eval_fraction > 0)."""
     ensemble: int = 1
     """Heads trained on bootstrap resamples; their spread is the model's uncertainty."""
     normalize_on: Path | None = None
@@ -119,11 +128,28 @@ def load_choices(config: RewardTrainConfig, sampler=None):
     return choice_set, len(records)
 
 
-def split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A fixed (train, eval) split of n items."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    held = int(round(n * fraction)) if n > 1 else 0
-    return sorted(order[held:]), sorted(order[:held])
+def split(n: int, fraction: float, seed: int, prompts: Sequence[str] | None = None) -> tuple[list[int], list[int]]:
+    """A fixed (train, eval) split of n items, about ``fraction`` of them held out.
+
+    Items that share a non-empty prompt fall on one side together: responses to one prompt are
+    correlated, so a prompt on both sides would flatter held-out accuracy and make early stopping
+    choose by what training already saw. Whole prompts are held out, in a seeded order, until at
+    least the share is reached; with every prompt distinct (or none given) this is a plain
+    seeded split of the items."""
+    units: dict[object, list[int]] = {}
+    for i in range(n):
+        key = prompts[i] if prompts is not None and prompts[i] else ("item", i)  # no prompt: its own unit
+        units.setdefault(key, []).append(i)
+    groups = list(units.values())
+    order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed)).tolist()
+    target = int(round(n * fraction)) if n > 1 else 0
+    held: list[int] = []
+    for g in order:
+        if len(held) >= target:
+            break
+        held.extend(groups[g])
+    chosen = set(held)
+    return [i for i in range(n) if i not in chosen], sorted(held)
 
 
 @dataclass
@@ -141,6 +167,7 @@ class Items:
     rating: torch.Tensor  # (N,) NaN for choices, the rating target for ratings
     kinds: list[str] = field(default_factory=list)
     annotators: list[str | None] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)  # per item: what the held-out split groups by
 
 
 def build_items(choice_set, rm: RewardModel) -> Items:
@@ -151,6 +178,7 @@ def build_items(choice_set, rm: RewardModel) -> Items:
         return index.setdefault((prompt, response), len(index))
 
     options, chosen, beta, margin, reference, weight, rating, kinds, annotators = [], [], [], [], [], [], [], [], []
+    prompts = [c.prompt for c in choice_set.choices] + [t.prompt for t in choice_set.targets]
     for c in choice_set.choices:
         options.append([ref(c.prompt, o) for o in c.options])
         # The reference point, when present, is an extra last option.
@@ -166,7 +194,7 @@ def build_items(choice_set, rm: RewardModel) -> Items:
                  chosen=torch.tensor(chosen), beta=torch.tensor(beta, dtype=torch.float32),
                  margin=torch.tensor(margin, dtype=torch.float32), reference=torch.tensor(reference),
                  weight=torch.tensor(weight, dtype=torch.float32), rating=torch.tensor(rating, dtype=torch.float32),
-                 kinds=kinds, annotators=annotators)
+                 kinds=kinds, annotators=annotators, prompts=prompts)
 
 
 @torch.no_grad()
@@ -174,11 +202,11 @@ def cached_features(rm: RewardModel, ids: list[list[int]], batch_size: int = 16,
                     cache: dict | None = None) -> torch.Tensor:
     """Backbone features of every text, once (mode 'head': the backbone never changes). (U, D).
 
-    ``cache`` (a dict the caller keeps for one frozen backbone and pooling) carries features
-    across calls: texts already in it are not run again."""
+    ``cache`` (a dict the caller keeps for one frozen backbone) carries features across calls:
+    texts already in it (with the same pooling and layer) are not run again."""
     from tqdm import tqdm
 
-    keys = [(tuple(x), getattr(x, "start", 0)) for x in ids]
+    keys = [(tuple(x), getattr(x, "start", 0), rm.pooling, rm.layer) for x in ids]
     cache = cache if cache is not None else {}
     todo = sorted({i for i, k in enumerate(keys) if k not in cache}, key=lambda i: len(ids[i]))  # less padding
     device = rm.head.weight.device
@@ -243,6 +271,24 @@ def batch_losses(rewards_of, items: Items, rows: list[int], reference: float,
     return losses, stats
 
 
+def head_l2_penalty(head: torch.nn.Linear, coefficient: float) -> torch.Tensor:
+    """``coefficient * ||w||^2`` summed over the head's rows (one per ensemble member); the bias
+    is left free, as a shift of every reward changes no choice. Added to a step's mean loss, each
+    member minimises mean NLL + coefficient * ||w_k||^2 (logistic regression's C = 1 / (2 coefficient N))."""
+    return coefficient * head.weight.float().pow(2).sum()
+
+
+@torch.no_grad()
+def held_out_loss(rewards_of, items: Items, rows: list[int], reference: float, config: RewardTrainConfig) -> float:
+    """Mean loss over the items ``rows`` and the ensemble members: the choice (and rating) NLL
+    alone, without bootstrap weights or the L2 penalty, which are not properties of the data."""
+    total = 0.0
+    for i in range(0, len(rows), config.batch_size):
+        losses, _ = batch_losses(rewards_of, items, rows[i:i + config.batch_size], reference, config)  # (n, K)
+        total += float(losses.mean(-1).sum())
+    return total / len(rows)
+
+
 def bootstrap_weights(n: int, members: int, seed: int) -> torch.Tensor:
     """(n, K) Poisson(1) resampling weights per item and ensemble member (all ones for one member)."""
     if members == 1:
@@ -274,6 +320,13 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
         raise ValueError(f"eval_fraction is {config.eval_fraction}; it must be in [0, 1)")
     if not 0 <= config.label_noise < 0.5:
         raise ValueError(f"label_noise is {config.label_noise}; it must be in [0, 0.5)")
+    if config.standardize and config.mode != "head":
+        raise ValueError(f"standardize needs mode 'head' (features that do not change in training); mode is "
+                         f"{config.mode!r}")
+    if config.head_l2 < 0:
+        raise ValueError(f"head_l2 is {config.head_l2}; it must be 0 or more")
+    if config.early_stop and config.eval_fraction == 0:
+        raise ValueError("early_stop needs held-out choices to choose by; set eval_fraction above 0")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     world, rank = accelerator.num_processes, accelerator.process_index
     if config.batch_size % world:
@@ -283,7 +336,7 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
     # 1. the model: backbone + head, with what the mode trains left trainable
     lm, tokenizer = load_model(config.model, dtype=config.dtype)
     rm = RewardModel(lm, tokenizer, ensemble=config.ensemble, max_length=config.max_length, seed=config.seed,
-                     pooling=config.pooling)
+                     pooling=config.pooling, layer=config.layer)
 
     # 2. the data: records -> choice sets -> unique tokenized texts
     def policy_sampler(prompts: list[str]) -> dict[str, list[str]]:
@@ -301,14 +354,19 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
         sparse_embedding_gradients(rm.lm)  # the head never runs the output layer: only the batch's rows
     rm.to(accelerator.device)
     items = build_items(choice_set, rm)
-    train_rows, eval_rows = split(len(items.options), config.eval_fraction, config.seed)
+    train_rows, eval_rows = split(len(items.options), config.eval_fraction, config.seed, items.prompts)
     if not train_rows:
         raise ValueError("no training choices left after the held-out split; lower --eval-fraction or add data")
+    if config.early_stop and not eval_rows:
+        raise ValueError("early_stop: the held-out split is empty; raise --eval-fraction or add data")
     if run is None:
         run = Run.create("reward", config, seed=config.seed) if accelerator.is_main_process else None
         run = broadcast_run(accelerator, run)
     features = cached_features(rm, items.ids, progress=progress and accelerator.is_main_process,
                                cache=feature_cache) if config.mode == "head" else None
+    if config.standardize:  # on the texts the training choices use: held-out texts do not leak in
+        used = sorted({t for r in train_rows for t in items.options[r]})
+        rm.head.standardize(features[used])
 
     # 3. what trains, wrapped for data parallelism when there are several processes
     if features is not None:
@@ -335,12 +393,14 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
     order = data_order(train_rows, total, config.batch_size, config.seed)
     weights = bootstrap_weights(len(items.options), config.ensemble, config.seed)
 
-    # 4. resume: parameters, optimizer, schedule and the reference point from the last checkpoint
+    # 4. resume: parameters, optimizer, schedule, the reference point and early stopping's record
     start = 0
+    early = {"curve": [], "best": None}  # held-out loss per epoch; the best epoch's trainable state
     checkpoint = latest_checkpoint(run.path) if resuming else None
     if checkpoint is not None:
         start, extra = load_checkpoint(checkpoint, trainable, optimizer, scheduler)
         rm.reference = extra["reference"]
+        early = extra.get("early_stop", early)
         if accelerator.is_main_process:
             truncate_metrics(run.path, start)
             print(f"alignlab reward: resuming run {run.id} from step {start} of {total}", file=sys.stderr)
@@ -355,25 +415,38 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
         mine = rows[rank * local:(rank + 1) * local]
         losses, stats = batch_losses(rewards_of, items, mine, rm.reference, config)  # (n, K)
         loss = (losses * weights[mine]).sum() / local
+        if config.head_l2:
+            # Every process adds the whole penalty: DDP averages gradients, so it counts once.
+            penalty = head_l2_penalty(rm.head, config.head_l2)
+            loss = loss + penalty
         check_finite(loss, step, "reward loss", f"items {mine[:8]}")
         accelerator.backward(loss)
         ctx = StepContext(step + 1, rm, loss.detach(), optimizer, trainable,
                           loss_fn=lambda mine=mine, reference=rm.reference:
                           (batch_losses(partial(rewards_of, module=plain), items, mine, reference, config)[0]
-                           * weights[mine]).sum() / local)
+                           * weights[mine]).sum() / local
+                          + (head_l2_penalty(rm.head, config.head_l2) if config.head_l2 else 0.0))
         optimizer_step(ctx, scheduler, config.max_grad_norm, hooks)
         # The reference point for thumbs follows the mean reward of what the model sees (BCO-style).
         batch_mean = accelerator.reduce(stats["batch_mean_reward"].reshape(1).to(accelerator.device), "mean")
         rm.reference = 0.9 * rm.reference + 0.1 * float(batch_mean)
         metrics = {**_step_metrics(accelerator, loss, stats, ctx.grad_norm, scheduler.get_last_lr()[0]),
                    "grad_clipped": ctx.clipped, **ctx.metrics}
+        if config.head_l2:
+            metrics["loss/l2"] = float(penalty)
         if accelerator.is_main_process:
             run.log_metrics(step + 1, **metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['rewards/accuracies']:.2f}")
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == stop_at:
+        if config.early_stop and ((step + 1) % steps_per_epoch == 0 or step + 1 == total):
+            point = record_held_out(early, rm, trainable, partial(rewards_of, module=plain), items, eval_rows,
+                                    config, step + 1, steps_per_epoch)
             if accelerator.is_main_process:
-                save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, {"reference": rm.reference})
+                run.log_metrics(step + 1, **{"eval/loss": point["loss"], "epoch": point["epoch"]})
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == stop_at:
+            extra = {"reference": rm.reference, **({"early_stop": early} if config.early_stop else {})}
+            if accelerator.is_main_process:
+                save_checkpoint(run.path, step + 1, trainable, optimizer, scheduler, extra)
             accelerator.wait_for_everyone()
     bar.close()
     if hooks is not None and accelerator.is_main_process:
@@ -385,12 +458,42 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
                   f"`alignlab reward train --resume {run.id}`", file=sys.stderr)
         return run
 
-    # 6. evaluate, normalise, save
+    # 6. early stopping: back to the best epoch's parameters; then evaluate, normalise, save
+    chosen = {}
+    if config.early_stop:
+        chosen = {"early_stop": restore_best(early, rm, trainable)}
     if accelerator.is_main_process:
-        summary = finish_reward_run(rm, items, eval_rows, run, config, n_records, choice_set.unused, features, total)
+        summary = finish_reward_run(rm, items, eval_rows, run, config, n_records, choice_set.unused, features, total,
+                                    extra=chosen)
         run.finish(**summary)
     accelerator.wait_for_everyone()
     return run
+
+
+def record_held_out(early: dict, rm: RewardModel, trainable: dict[str, torch.nn.Parameter], rewards_of,
+                    items: Items, eval_rows: list[int], config: RewardTrainConfig, step: int,
+                    steps_per_epoch: int) -> dict:
+    """Early stopping, after an epoch: append the held-out loss to ``early['curve']`` and, when it
+    is the lowest so far, copy the trainable parameters and the reference point into
+    ``early['best']``. Every process computes the same loss, so all keep the same copy."""
+    point = {"epoch": math.ceil(step / steps_per_epoch), "step": step,
+             "loss": held_out_loss(rewards_of, items, eval_rows, rm.reference, config)}
+    early["curve"].append(point)
+    if early["best"] is None or point["loss"] < early["best"]["loss"]:
+        early["best"] = {**point, "reference": rm.reference,
+                         "params": {n: p.detach().clone() for n, p in trainable.items()}}
+    return point
+
+
+def restore_best(early: dict, rm: RewardModel, trainable: dict[str, torch.nn.Parameter]) -> dict:
+    """Put the best epoch's parameters and reference point back; what the run summary records."""
+    best = early["best"]
+    with torch.no_grad():
+        for name, value in best["params"].items():
+            trainable[name].copy_(value)
+    rm.reference = best["reference"]
+    return {"best_epoch": best["epoch"], "best_step": best["step"], "best_loss": best["loss"],
+            "held_out_loss": early["curve"]}
 
 
 def _step_metrics(accelerator, loss, stats, grad_norm, lr) -> dict[str, float]:
@@ -435,11 +538,12 @@ def item_accuracy(rm: RewardModel, items: Items, rows: list[int], features: torc
     return out
 
 
-def finish_reward_run(rm, items, eval_rows, run, config, n_records, unused, features, step: int = 0) -> dict:
+def finish_reward_run(rm, items, eval_rows, run, config, n_records, unused, features, step: int = 0,
+                      extra: dict | None = None) -> dict:
     """Held-out accuracy, optional normalisation on a policy's responses, and the saved model."""
     rm.eval()
     summary: dict = {"records": n_records, "choices": len(items.options), "texts": len(items.texts),
-                     "unused": unused}
+                     "unused": unused, **(extra or {})}
     summary.update(item_accuracy(rm, items, eval_rows, features))
     if config.normalize_on is not None:
         rows = read_jsonl(config.normalize_on)

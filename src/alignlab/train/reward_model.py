@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +50,32 @@ class RewardModel(nn.Module):
     response's tokens instead: a frozen small backbone's last-token state carries little of what
     a judge of the whole response weighs (docs/reward.md has the measurement).
 
+    With ``layer=L`` (1-based, at most the number of decoder layers) the head reads the hidden
+    states decoder layer L outputs, transformers' ``output_hidden_states[L]``, and the backbone
+    stops there (``layer=0``, or L equal to the number of layers: the final states after the
+    final norm). The backbone's later layers are then never run.
+
     The head has one output per ensemble member. Its weights start N(0, 1/sqrt(d_model + 1)) and
     its bias 0 (Stiennon et al. 2020). ``norm_mean``/``norm_std`` shift and scale the output so
     that responses of a chosen policy score mean 0, std 1 (identity until set).
     """
 
     def __init__(self, lm: nn.Module, tokenizer, ensemble: int = 1, max_length: int = 512, seed: int = 0,
-                 pooling: str = "last"):
+                 pooling: str = "last", layer: int = 0):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
         self.pooling = pooling
         self.lm = lm
+        layers = len(self.body.layers)
+        if not 0 <= layer <= layers:
+            raise ValueError(f"layer is {layer}; the backbone has {layers} decoder layers: give 1..{layers}, "
+                             "or 0 for the final hidden states")
+        self.layer = layer
         self.tokenizer = tokenizer
         self.max_length = max_length
         hidden = lm.config.hidden_size
-        self.head = nn.Linear(hidden, ensemble)
+        self.head = StandardizedLinear(hidden, ensemble)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             nn.init.normal_(self.head.weight, std=1 / math.sqrt(hidden + 1))
@@ -93,12 +104,33 @@ class RewardModel(nn.Module):
             start = max(1, start - cut + 1)
         return Encoded(ids, start)
 
+    @contextmanager
+    def _read_layer(self) -> Iterator[None]:
+        """While open, the body runs its first ``layer`` decoder layers and no final norm, so its
+        ``last_hidden_state`` is what layer ``layer`` outputs.
+
+        The body is cut rather than run whole with ``output_hidden_states``: that would run the
+        layers the head never reads, and ``body_hidden_states`` (prefix sharing, packing) returns
+        the last hidden state only. The layers past ``layer`` are put back on exit, so the same
+        backbone still samples and scores as a whole model elsewhere."""
+        body = self.body
+        if self.layer in (0, len(body.layers)):
+            yield
+            return
+        layers, norm = body.layers, body.norm
+        body.layers, body.norm = layers[:self.layer], nn.Identity()
+        try:
+            yield
+        finally:
+            body.layers, body.norm = layers, norm
+
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  starts: torch.Tensor | None = None) -> torch.Tensor:
-        """Final-layer hidden state at each row's last real token, or (pooling 'mean') their mean
-        over the response's tokens from ``starts`` (B,). (B, T) -> (B, D) float32."""
+        """Hidden state of layer ``layer`` (0: final) at each row's last real token, or (pooling
+        'mean') their mean over the response's tokens from ``starts`` (B,). (B, T) -> (B, D) float32."""
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = body_hidden_states(self.body, input_ids, attention_mask, positions)  # (B, T, D)
+        with self._read_layer():
+            hidden = body_hidden_states(self.body, input_ids, attention_mask, positions)  # (B, T, D)
         last = last_token_index(attention_mask)  # (B,)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         if self.pooling == "last":
@@ -148,6 +180,29 @@ class RewardModel(nn.Module):
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
 
+class StandardizedLinear(nn.Linear):
+    """The reward head: a linear map of features standardised per dimension,
+    (x - feature_mean) / feature_std (identity until ``standardize`` sets them from training
+    features). Intermediate layers' states have magnitudes in the tens to hundreds, so an
+    unstandardised head moves its output by tens per optimizer step and overfits at once; on
+    standardised features an L2 penalty acts on every dimension alike."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features)
+        self.register_buffer("feature_mean", torch.zeros(in_features))
+        self.register_buffer("feature_std", torch.ones(in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward((x - self.feature_mean) / self.feature_std)
+
+    @torch.no_grad()
+    def standardize(self, features: torch.Tensor) -> None:
+        """Set the standardisation from training features (N, D); a constant dimension keeps std 1."""
+        self.feature_mean.copy_(features.float().mean(0))
+        std = features.float().std(0) if len(features) > 1 else torch.ones_like(self.feature_std)
+        self.feature_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+
 def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), (B, T), padded on the right."""
     width = max(len(r) for r in rows)
@@ -165,6 +220,10 @@ def configure_trainable(rm: RewardModel, mode: str, last_layers: int = 2, lora_r
     the final norm), 'lora' (LoRA adapters on every projection + head), 'full' (everything)."""
     if mode not in MODES:
         raise ValueError(f"mode '{mode}' is not one of {', '.join(MODES)}")
+    if mode != "head" and rm.layer not in (0, len(rm.body.layers)):
+        # 'last' would train layers the head never reads; lora/full through a cut body are untested.
+        raise ValueError(f"layer {rm.layer} reads an intermediate layer, which only mode 'head' supports; "
+                         f"use --mode head or --layer 0")
     for p in rm.lm.parameters():
         p.requires_grad_(mode == "full")
     if mode == "last":
@@ -202,7 +261,8 @@ def save_reward_model(rm: RewardModel, folder: Path, mode: str, base_model: str,
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     tensors = {"head.weight": rm.head.weight.detach().contiguous(), "head.bias": rm.head.bias.detach().contiguous(),
-               "norm_mean": rm.norm_mean, "norm_std": rm.norm_std}
+               "head.feature_mean": rm.head.feature_mean.contiguous(),
+               "head.feature_std": rm.head.feature_std.contiguous(), "norm_mean": rm.norm_mean, "norm_std": rm.norm_std}
     if mode == "last":
         tensors.update({k: v.contiguous() for k, v in trainable_state(rm, mode).items()
                         if not k.startswith("head.")})
@@ -214,7 +274,7 @@ def save_reward_model(rm: RewardModel, folder: Path, mode: str, base_model: str,
         rm.tokenizer.save_pretrained(str(tmp / "backbone"))
     config = {"format": FORMAT, "kind": "reward_model", "base_model": base_model, "base_seed": base_seed,
               "mode": mode, "ensemble": rm.ensemble, "max_length": rm.max_length, "reference": rm.reference,
-              "pooling": rm.pooling,
+              "pooling": rm.pooling, "layer": rm.layer,
               "dtype": str(next(rm.lm.parameters()).dtype).removeprefix("torch."), **(extra or {})}
     atomic_write_json(tmp / "reward_config.json", config)
     if folder.exists():
@@ -245,11 +305,14 @@ def load_reward_model(folder: str | Path, dtype: str | None = None) -> RewardMod
 
         lm = PeftModel.from_pretrained(lm, str(folder / "adapter"))
     rm = RewardModel(lm, tokenizer, ensemble=config["ensemble"], max_length=config["max_length"],
-                     pooling=config.get("pooling", "last"))
+                     pooling=config.get("pooling", "last"), layer=config.get("layer", 0))
     tensors = load_file(str(folder / "reward_head.safetensors"))
     with torch.no_grad():
         rm.head.weight.copy_(tensors.pop("head.weight"))
         rm.head.bias.copy_(tensors.pop("head.bias"))
+        if "head.feature_mean" in tensors:  # models saved before standardisation read raw features
+            rm.head.feature_mean.copy_(tensors.pop("head.feature_mean"))
+            rm.head.feature_std.copy_(tensors.pop("head.feature_std"))
         rm.norm_mean.copy_(tensors.pop("norm_mean"))
         rm.norm_std.copy_(tensors.pop("norm_std"))
         params = dict(rm.named_parameters())
