@@ -39,6 +39,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_reward.py
 	$(BIN)/python benchmarks/bench_dpo.py
 	$(BIN)/python benchmarks/bench_ppo.py
+	$(BIN)/python benchmarks/bench_rloo.py  # makes .bench-venvs/trl-1.16 on first use
+	$(BIN)/python benchmarks/bench_grpo.py
 
 clean-venv:
 	rm -rf $(VENV)
