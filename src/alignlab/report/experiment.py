@@ -92,6 +92,8 @@ def plot_gold_vs_proxy(summary: dict) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.8))
     for method, points in summary["methods"].items():
+        if not points:  # a method this profile did not run gets no legend entry
+            continue
         ax.plot([p["proxy"] for p in points], [p["gold"] for p in points], "o-" if len(points) > 1 else "o",
                 color=COLORS.get(method, "#9467bd"), label=method)
         for p in points:
