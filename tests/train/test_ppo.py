@@ -109,7 +109,8 @@ def test_the_samplers_log_probs_entropies_and_values_are_the_policy_pass_ones(ti
     from alignlab.models import SampleConfig, sample
     from alignlab.models.vocab import VocabularySubset, restrict_vocabulary
     from alignlab.train.policy import Example, batch_tensors
-    from alignlab.train.ppo import PolicyAndValue, _per_position
+    from alignlab.train.online import per_position
+    from alignlab.train.ppo import PolicyAndValue
 
     model, tokenizer = tiny
     model = copy.deepcopy(model)
@@ -135,8 +136,8 @@ def test_the_samplers_log_probs_entropies_and_values_are_the_policy_pass_ones(ti
         lp = torch.log_softmax(z, -1)
         plain_entropy = torch.zeros(ids.shape)
         plain_entropy[:, 1:] = -(lp.exp() * lp).sum(-1)
-    sampled = _per_position([[t.sample_logprob for t in c.tokens] for c in done], target)
-    entropies = _per_position([[t.entropy for t in c.tokens] for c in done], target)
+    sampled = per_position([[t.sample_logprob for t in c.tokens] for c in done], target)
+    entropies = per_position([[t.entropy for t in c.tokens] for c in done], target)
     assert torch.allclose(sampled, logps, atol=1e-4)
     assert torch.allclose(entropies, plain_entropy * target, atol=1e-4)
     assert torch.allclose(kept_values, values, atol=1e-4) and bool((values[target.bool()] != 0).all())

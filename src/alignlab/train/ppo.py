@@ -34,6 +34,7 @@ from alignlab.train.components import (AdaptiveKLController, FixedKLController, 
                                        clipped_value_loss, gae, kl_k1, kl_k3, masked_mean)
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import keep_freed_memory
+from alignlab.train.online import per_position
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.policy import (Example, Reference, batch_tensors, load_policy, save_policy, save_snapshot,
@@ -260,8 +261,8 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
         # float rounding, ~1e-6). So are the values: the value head on the sampler's final hidden
         # states, the states a body pass would give (TRL runs its separate value model over the rows).
         with torch.no_grad():
-            old_logps = _per_position([[t.sample_logprob for t in c.tokens] for c in completions], target)  # (b, T)
-            entropy = _per_position([[t.entropy for t in c.tokens] for c in completions], target)  # (b, T)
+            old_logps = per_position([[t.sample_logprob for t in c.tokens] for c in completions], target)  # (b, T)
+            entropy = per_position([[t.entropy for t in c.tokens] for c in completions], target)  # (b, T)
             old_values = module.values_from_states(torch.stack([t.hidden for c in completions for t in c.tokens]),
                                                    target)  # (b, T)
             ref_logps = reference.token_logprobs(ids, mask, target, config.temperature)  # (b, T)
@@ -376,16 +377,6 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
                    score=final.get("objective/scores"), kl_coef=kl_ctl.value)
     accelerator.wait_for_everyone()
     return run
-
-
-def _per_position(rows: list[list[float]], target: torch.Tensor) -> torch.Tensor:
-    """Per-token values of each response placed at its row's target positions (B, T), 0 elsewhere."""
-    counts = target.bool().sum(-1).tolist()
-    if counts != [len(row) for row in rows]:
-        raise RuntimeError(f"response lengths {[len(r) for r in rows]} differ from the batch's {counts}")
-    out = torch.zeros(target.shape, dtype=torch.float32, device=target.device)
-    flat = torch.tensor([v for row in rows for v in row], dtype=torch.float32, device=target.device)
-    return out.masked_scatter(target.bool(), flat)
 
 
 def _check(config: PPOConfig) -> None:

@@ -1,7 +1,7 @@
 """The blocked-gradient audit: the places where a loss can influence parameters, or parameters
 the loss, without gradient descent assigning credit through them.
 
-Four checks, reported together (../shared/specs/whitebox.md):
+Four checks, reported together (docs/whitebox.md describes each):
 
 1. reachability: walk the autograd graph back from the loss; a trainable parameter it never
    reaches gets no gradient at all. Beside it, parameters whose gradient is None or exactly
