@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 
 import pytest
 
@@ -17,7 +18,7 @@ from alignlab.loom.server import LoomSettings, check_binding, create_app  # noqa
 @pytest.fixture
 def client(tmp_path):
     app = create_app(LoomSettings(data_dir=tmp_path, models=["tiny"], annotator="tester"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
         yield c
 
 
@@ -87,14 +88,28 @@ def test_counterfactual_token_branches_with_its_intervention_bits(client):
     assert bad.status_code == 422 and bad.json()["field"] == "token_id"
 
 
+def settled_bits(client, node_id, timeout=60.0):
+    """A node's intervention bits once the model worker has computed them (after the write)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bits = client.get(f"/api/nodes/{node_id}").json()["intervention_bits"]
+        if bits is not None:
+            return bits
+        time.sleep(0.05)
+    raise AssertionError(f"node {node_id}'s intervention bits never arrived")
+
+
 def test_written_and_edited_text_costs_intervention_bits(client):
     tree = make_tree(client)
     typed = client.post(f"/api/nodes/{tree['root_id']}/children", json={"text": " was asleep."}).json()
-    assert typed["source"] == "human" and typed["intervention_bits"] > 1
+    assert typed["source"] == "human" and typed["intervention_bits_pending"]
+    assert settled_bits(client, typed["id"]) > 1
     model = generate(client, tree["root_id"], n=1, max_tokens=5)[-1]["nodes"][0]
     edited = client.patch(f"/api/nodes/{model['id']}", json={"text": model["text"] + " zebra"}).json()
-    assert edited["source"] == "mixed" and 0 < edited["intervention_bits"]
-    assert len(client.get(f"/api/nodes/{model['id']}/revisions").json()) == 1
+    assert edited["source"] == "mixed" and 0 < settled_bits(client, model["id"])
+    trimmed = client.patch(f"/api/nodes/{model['id']}", json={"text": model["text"]}).json()
+    assert trimmed["intervention_bits"] == 0.0 and not trimmed["intervention_bits_pending"]  # deleting costs nothing
+    assert len(client.get(f"/api/nodes/{model['id']}/revisions").json()) == 2
     sibling = client.post(f"/api/nodes/{typed['id']}/sibling", json={"text": " was awake."}).json()
     assert sibling["parent_id"] == tree["root_id"] and sibling["meta"]["edited_from"] == typed["id"]
 
@@ -198,9 +213,27 @@ def test_a_token_is_required_beyond_loopback(tmp_path):
     with TestClient(app) as c:
         assert c.get("/api/trees").status_code == 401
         assert c.get("/api/trees", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        first = c.get("/", params={"token": "s3cret"})
-        assert first.status_code == 200
+        first = c.get("/", params={"token": "s3cret"}, follow_redirects=False)
+        assert first.status_code == 303 and first.headers["location"] == "/"  # the token leaves the address bar
         assert c.get("/api/trees").status_code == 200  # the cookie the page got
+        assert c.get("/").status_code == 200
+
+
+def test_a_loopback_loom_answers_only_requests_addressed_to_loopback(tmp_path):
+    from alignlab.loom.server import host_name
+
+    assert [host_name(h) for h in ("localhost:8765", "[::1]:8765", "127.0.0.1", "::1")] == [
+        "localhost", "::1", "127.0.0.1", "::1"]
+    app = create_app(LoomSettings(data_dir=tmp_path, models=[]))
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        for host in ("127.0.0.1:8765", "localhost:8765", "[::1]:8765", "LOCALHOST", "app.localhost:8765"):
+            assert c.get("/api/trees", headers={"host": host}).status_code == 200, host
+        # a page on attacker.example whose name was rebound to 127.0.0.1 sends its own name
+        for host in ("attacker.example:8765", "127.0.0.1.attacker.example", "", "localhost.attacker.example"):
+            refused = c.get("/api/trees", headers={"host": host})
+            assert refused.status_code == 421 and "DNS rebinding" in refused.json()["detail"], host
+            assert c.post("/api/trees", json={"prompt": "x"}, headers={"host": host}).status_code == 421
+        assert c.get("/api/trees").json() == []  # nothing was written
 
 
 def test_requests_beyond_capacity_queue_then_are_refused(tmp_path):
@@ -253,3 +286,74 @@ def test_train_from_the_loom_then_use_the_result(client):
     made = generate(client, tree["root_id"], n=1, model=policy)[-1]
     assert made["type"] == "done" and made["nodes"][0]["model"] == policy
     assert len(client.get("/api/jobs").json()) == 2
+    # A restart lists both again: they are kept in the store.
+    app = create_app(LoomSettings(data_dir=client.app.state.settings.data_dir, models=["tiny"]))
+    with TestClient(app, base_url="http://127.0.0.1:8765") as again:
+        kept = {m["name"]: m["kind"] for m in again.get("/api/models").json()}
+    assert kept[reward_model] == "reward" and kept[policy] == kinds[policy]
+
+
+def test_added_models_are_kept_across_a_restart_and_only_model_folders_are_taken(tmp_path):
+    import shutil
+
+    from alignlab.models.loading import load_model
+
+    model, tokenizer = load_model("tiny")
+    folder = tmp_path / "my policy"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+    def loom():
+        return TestClient(create_app(LoomSettings(data_dir=tmp_path / "loom", models=["tiny"], annotator="ann")),
+                          base_url="http://127.0.0.1:8765")
+
+    with loom() as c:
+        added = c.post("/api/models", json={"name": str(folder)})
+        assert added.status_code == 201, added.text
+        assert added.json()["kind"] == "policy" and added.json()["name"] == str(folder.resolve())
+        refused = c.post("/api/models", json={"name": "/etc"})  # a folder, but no model in it
+        assert refused.status_code == 422 and "holds no model" in refused.json()["detail"]
+        assert refused.json()["field"] == "name"
+        assert c.post("/api/models", json={"name": str(folder), "kind": "reward"}).status_code == 422
+        assert c.post("/api/models", json={"name": "../relative/nothing"}).status_code == 422
+    with loom() as c:
+        assert [(m["name"], m["kind"]) for m in c.get("/api/models").json()] == [
+            ("tiny", "base"), (str(folder.resolve()), "policy")]
+        tree = make_tree(c)
+        made = generate(c, tree["root_id"], n=1, model=str(folder.resolve()))[-1]
+        assert made["type"] == "done" and made["nodes"][0]["model"] == str(folder.resolve())
+        assert c.app.state.store.models()[0]["author"] == "ann"
+    shutil.rmtree(folder)
+    with loom() as c:  # a kept model whose folder is gone is not offered
+        assert [m["name"] for m in c.get("/api/models").json()] == ["tiny"]
+        assert c.app.state.models.missing == [str(folder.resolve())]
+
+
+def test_a_person_s_write_never_waits_for_a_running_generation(client):
+    # Writes once waited behind generations (41 s seen): their bits were computed on the model
+    # worker before the write committed. Now the write commits first and returns while the
+    # generation is still running; its bits follow when the worker is free.
+    tree = make_tree(client)
+    started, finished = threading.Event(), threading.Event()
+
+    def long_generation():
+        with client.stream("POST", f"/api/nodes/{tree['root_id']}/generate",
+                           json={"n": 8, "max_tokens": 256, "seed": 1, "stop": []}) as r:
+            for line in r.iter_lines():
+                if line and json.loads(line)["type"] == "token":
+                    started.set()
+        finished.set()
+
+    runner = threading.Thread(target=long_generation)
+    runner.start()
+    assert started.wait(60), "the generation never streamed a token"
+    t0 = time.perf_counter()
+    typed = client.post(f"/api/nodes/{tree['root_id']}/children", json={"text": " wrote this meanwhile."})
+    edited = client.patch(f"/api/nodes/{typed.json()['id']}", json={"text": " wrote this, meanwhile."})
+    waited = time.perf_counter() - t0
+    still_running = not finished.is_set()
+    runner.join(300)
+    assert typed.status_code == 201 and edited.status_code == 200
+    assert still_running, f"the write returned only after the generation ended ({waited:.1f} s)"
+    assert edited.json()["intervention_bits_pending"]
+    assert settled_bits(client, typed.json()["id"]) > 0  # computed once the worker was free

@@ -129,7 +129,10 @@ def test_counterfactual_token_next_tokens_graph_and_export(page, live_loom, tree
     page.wait_for_function(f"window.loom.state.current !== '{branch['id']}'")
     (made,) = store.children(branch["id"])
     assert made["id"] == page.evaluate("window.loom.state.current")
-    assert made["source"] == "human" and made["intervention_bits"] > 0
+    assert made["source"] == "human"
+    # its bits are computed after the write commits; the page redraws the path's bits when they come
+    page.wait_for_function(f"(window.loom.state.nodes.get('{made['id']}') || {{}}).intervention_bits > 0", timeout=60_000)
+    assert store.node(made["id"])["intervention_bits"] > 0
 
     page.click("#show-graph")
     page.wait_for_selector("#graph-view circle")
@@ -208,7 +211,8 @@ def test_highlight_split_note_and_branch_settings(page, live_loom, tree):
     page.click("#span-good")
     page.wait_for_function("document.querySelector('#status').textContent === 'recorded highlight'")
     (span,) = store.events(tree["id"], kinds=["highlight"])
-    assert span["payload"] == {"start": 5, "end": 8, "label": "good"}
+    assert span["payload"] == {"start": 5, "end": 8, "label": "good",
+                               "seen": {"prompt": store.text_of(node["parent_id"]), "text": node["text"]}}
     assert node["text"][5:8] == "sea"
     page.fill("#note", "grey is good")
     page.click("#save-note")

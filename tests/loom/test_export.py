@@ -79,6 +79,47 @@ def test_every_per_node_kind(session):
         assert found, kind
 
 
+def test_exports_hold_the_text_that_was_judged_not_the_text_edited_since(store):
+    # Compare A and B, then edit B, the prompt and A: the exported pair once held text nobody saw.
+    tree = store.create_tree("Write about rain.\n", "ada")
+    root = tree["root_id"]
+    a, b = store.add_nodes(root, [{"text": "Rain taps the roof."}, {"text": "It is wet."}], "ada")
+    store.record(tree["id"], "compare", {"a": a["id"], "b": b["id"], "choice": "b"}, "ada")
+    store.record(tree["id"], "rank", {"order": [b["id"], a["id"]]}, "ada")
+    for kind, payload in [("thumb", {"value": "up"}), ("rating", {"value": 5}), ("critique", {"text": "plain"}),
+                          ("stop", {"token_index": 1, "char": 3}), ("highlight", {"start": 0, "end": 2, "label": "bad"})]:
+        store.record(tree["id"], kind, payload, "ada", node_id=b["id"])
+    store.edit(b["id"], "It is wet, and the roof sings.", "bob")
+    store.edit(a["id"], "Rain.", "bob")
+    store.edit(root, "Write about snow.\n", "bob")
+    store.split(b["id"], 6, "bob")  # structure changes too: B's text now spans two nodes
+
+    pairs, _ = records(store, "pairs", [tree["id"]])
+    (pair,) = [p for p in pairs if not p.meta.get("from_ranking")]
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Write about rain.\n", "It is wet.", "Rain taps the roof.")
+    assert "text_as_judged" not in pair.meta
+    (ranking,), _ = records(store, "rankings", [tree["id"]])
+    assert ranking.responses == ["It is wet.", "Rain taps the roof."]
+    for kind in ("thumbs", "ratings", "critiques", "stops", "spans"):
+        (record,), _ = records(store, kind, [tree["id"]])
+        assert (record.prompt, record.completion) == ("Write about rain.\n", "It is wet."), kind
+    # the raw log keeps them too, with the event
+    compare = store.events(tree["id"], kinds=["compare"])[0]
+    assert compare["payload"]["seen"] == {"prompt": "Write about rain.\n", "texts": ["Rain taps the roof.", "It is wet."]}
+
+
+def test_events_from_before_the_store_kept_the_judged_text_are_exported_and_marked(store):
+    tree = store.create_tree("Q\n", "ada")
+    a, b = store.add_nodes(tree["root_id"], [{"text": "one"}, {"text": "two"}], "ada")
+    with store.engine.begin() as c:  # as an older loom wrote them: no "seen" in the payload
+        store._event(c, tree["id"], None, "compare", "ada", {"a": a["id"], "b": b["id"], "choice": "a", "strength": 1.0})
+        store._event(c, tree["id"], a["id"], "thumb", "ada", {"value": "up"})
+    (pair,), _ = records(store, "pairs", [tree["id"]])
+    assert (pair.chosen, pair.rejected) == ("one", "two") and pair.meta["text_as_judged"] is False
+    (up,), _ = records(store, "thumbs", [tree["id"]])
+    assert up.completion == "one" and up.meta["text_as_judged"] is False
+
+
 def test_exported_files_read_back_as_feedback(session, tmp_path):
     from alignlab.data.formats import read_feedback, write_feedback
 

@@ -20,6 +20,7 @@ EXPECTED = {
     "tags": ["node_id", "tag"],
     "events": ["id", "tree_id", "node_id", "kind", "author", "payload", "created_at"],
     "jobs": ["id", "kind", "state", "progress", "message", "config", "result", "author", "created_at", "updated_at"],
+    "models": ["name", "kind", "author", "created_at"],
 }
 INDEXES = {"nodes": {("tree_id",), ("parent_id",)}, "revisions": {("node_id",)}, "tags": {("tag",)},
            "events": {("tree_id", "kind"), ("node_id",)}}
@@ -42,7 +43,7 @@ def test_a_fresh_database_has_exactly_the_schema_of_the_migrations_and_the_code(
     fks = {(f["constrained_columns"][0], f["referred_table"]) for f in inspector.get_foreign_keys("nodes")}
     assert fks == {("tree_id", "trees"), ("parent_id", "nodes")}
     with store.engine.connect() as c:
-        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001_initial"
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002_models"
         diff = compare_metadata(MigrationContext.configure(c), metadata)
     assert diff == []  # the migrations build what schema.py declares
 
@@ -99,6 +100,21 @@ def test_edit_keeps_revisions_and_makes_model_text_mixed(store):
     assert event["author"] == "bob"
 
 
+def test_saving_a_node_with_its_own_text_returns_at_once_and_records_nothing(store):
+    # A no-op save once opened a second connection inside its own write transaction: on SQLite it
+    # waited 30 s for its own lock and failed with "database is locked".
+    tree = store.create_tree("Hello", "ada")
+    node = store.add_nodes(tree["root_id"], [{"text": " world"}], "ada")[0]
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(node=store.edit(node["id"], " world", "bob")))
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "a no-op edit hung (a second connection waiting for the first's lock)"
+    assert result["node"]["text"] == " world" and result["node"]["source"] == node["source"]
+    assert store.revisions(node["id"]) == [] and store.events(tree["id"], kinds=["edit"]) == []
+    store.add_nodes(node["id"], [{"text": "!"}], "ada")  # the store still takes writes
+
+
 def test_split_and_merge_round_trip(store):
     tree = store.create_tree("A", "ada")
     tokens = [{"text": " one", "logprob": -1.0}, {"text": " two", "logprob": -2.0}]
@@ -142,7 +158,8 @@ def test_feedback_is_validated_and_the_log_is_append_only(store):
     tree = store.create_tree("Q", "ada")
     a, b = store.add_nodes(tree["root_id"], [{"text": " yes"}, {"text": " no"}], "ada")
     event = store.record(tree["id"], "compare", {"a": a["id"], "b": b["id"], "choice": "a"}, "ada")
-    assert event["payload"] == {"a": a["id"], "b": b["id"], "choice": "a", "strength": 1.0}
+    assert event["payload"] == {"a": a["id"], "b": b["id"], "choice": "a", "strength": 1.0,
+                                "seen": {"prompt": "Q", "texts": [" yes", " no"]}}  # the texts judged
     with pytest.raises(Invalid, match="'choice'"):
         store.record(tree["id"], "compare", {"a": a["id"], "b": b["id"], "choice": "maybe"}, "ada")
     with pytest.raises(Invalid, match="'b' must be the id of a node of this tree"):

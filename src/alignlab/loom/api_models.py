@@ -74,10 +74,10 @@ def list_models(request: Request) -> list[dict]:
 
 
 @router.post("/models", status_code=201)
-def add_model(body: AddModel, request: Request) -> dict:
+def add_model(body: AddModel, request: Request, who: str = Depends(author)) -> dict:
     """Add a model beside the others: a base model name, a trained policy or adapter folder, or
-    a reward model folder (which scores nodes)."""
-    return request.app.state.models.add(body.name, body.kind)
+    a reward model folder (which scores nodes). Kept in the store: a restart lists it again."""
+    return request.app.state.models.add(body.name, body.kind, author=who)
 
 
 @router.get("/queue")

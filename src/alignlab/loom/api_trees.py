@@ -116,10 +116,11 @@ def get_revisions(node_id: str, s: Store = Depends(store)) -> list[dict]:
 @router.post("/nodes/{node_id}/children", status_code=201)
 def write_child(node_id: str, body: Text, request: Request, s: Store = Depends(store),
                 who: str = Depends(author)) -> dict:
-    """A child a person typed; its intervention bits are its -log2 probability under the base model."""
-    bits = _bits(request, s.text_of(node_id), body.text)
-    return s.add_nodes(node_id, [{"text": body.text, "source": "human", "intervention_bits": bits}], who,
-                       kind="write")[0]
+    """A child a person typed; its intervention bits are its -log2 probability under the base model
+    (computed after the write commits: see ``_bits_after``)."""
+    context = s.text_of(node_id)
+    made = s.add_nodes(node_id, [{"text": body.text, "source": "human", "intervention_bits": None}], who, kind="write")[0]
+    return _bits_after(request, s, made, context)
 
 
 @router.post("/nodes/{node_id}/sibling", status_code=201)
@@ -133,21 +134,23 @@ def save_as_sibling(node_id: str, body: Text, request: Request, s: Store = Depen
         raise Conflict("the root has no siblings; edit it or start a new tree", field="id")
     context = s.text_of(node["parent_id"])
     source = "human" if node["source"] in ("human", "prompt") else "mixed"
-    bits = _bits(request, context, body.text, _changed(node["text"], body.text) if source == "mixed" else None)
-    return s.add_nodes(node["parent_id"], [{"text": body.text, "source": source, "intervention_bits": bits,
+    changed = _changed(node["text"], body.text) if source == "mixed" else None
+    made = s.add_nodes(node["parent_id"], [{"text": body.text, "source": source,
+                                            "intervention_bits": _no_model_bits(body.text, changed),
                                             "meta": {"edited_from": node_id}}], who, kind="write",
                        payload={"edited_from": node_id})[0]
+    return _bits_after(request, s, made, context, changed)
 
 
 @router.patch("/nodes/{node_id}")
 def edit_node(node_id: str, body: Text, request: Request, s: Store = Depends(store), who: str = Depends(author)) -> dict:
     node = s.node(node_id)
-    bits = None
-    if node["parent_id"] is not None:
-        context = s.text_of(node["parent_id"])
-        changed = None if node["source"] == "human" else _changed(node["text"], body.text)
-        bits = _bits(request, context, body.text, changed)
-    return s.edit(node_id, body.text, who, intervention_bits=bits)
+    if node["parent_id"] is None or node["text"] == body.text:
+        return s.edit(node_id, body.text, who)
+    context = s.text_of(node["parent_id"])
+    changed = None if node["source"] == "human" else _changed(node["text"], body.text)
+    edited = s.edit(node_id, body.text, who, intervention_bits=_no_model_bits(body.text, changed))
+    return _bits_after(request, s, edited, context, changed)
 
 
 @router.post("/nodes/{node_id}/split", status_code=201)
@@ -201,13 +204,36 @@ def _changed(before: str, after: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _bits(request: Request, context: str, text: str, changed: list[tuple[int, int]] | None = None) -> float | None:
-    """Intervention bits under the loom's default model, or None where the loom has no model."""
-    from alignlab.loom.generation import text_bits
+def _no_model_bits(text: str, changed: list[tuple[int, int]] | None = None) -> float | None:
+    """The intervention bits a write has without asking a model: 0 for an edit that only deleted
+    text, None (unknown, or computed later by ``_bits_after``) otherwise."""
+    return 0.0 if changed is not None and not changed and text else None
+
+
+def _bits_after(request: Request, s: Store, node: dict, context: str,
+                changed: list[tuple[int, int]] | None = None) -> dict:
+    """Queue the intervention bits of ``node``'s (already committed) text on the model worker and
+    return the node at once, marked ``intervention_bits_pending``.
+
+    A person's writing never waits for a model: the write commits first, and the bits are stored
+    when the worker reaches them (after any generation already running), only if the node still
+    holds the text they were computed for. With no model loaded, or the worker's queue full, the
+    bits stay unknown (None)."""
+    from alignlab.loom.generation import Busy, text_bits
 
     models = request.app.state.models
-    if not models.names("generate") or not text:
-        return None
-    if changed is not None and not changed:
-        return 0.0
-    return request.app.state.worker.call(lambda job: text_bits(models.slot(None), context, text, changed))
+    text = node["text"]
+    if node["intervention_bits"] is not None or not text or not models.names("generate"):
+        return {**node, "intervention_bits_pending": False}
+    node_id = node["id"]
+
+    def compute(job):
+        bits = text_bits(models.slot(None), context, text, changed)
+        s.set_intervention_bits(node_id, text, bits)
+        return bits
+
+    try:
+        request.app.state.worker.submit(compute)
+    except Busy:
+        return {**node, "intervention_bits_pending": False}
+    return {**node, "intervention_bits_pending": True}

@@ -13,6 +13,11 @@
 
 Every record carries the node ids and event id in ``meta`` and the event's author as its
 annotator, so a dataset can be traced back to the tree and split by annotator.
+
+A judgement's record holds the texts the annotator judged, which the store keeps with the event
+(``payload["seen"]``), not the nodes' texts today: edit B after comparing A with B and the pair
+still holds the B that was compared. Events recorded before the store kept those texts fall back
+to today's text and say so (``meta["text_as_judged"] = False``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from pathlib import Path
 
 from alignlab.data.records import (Critique, Demonstration, Edit, FeedbackRecord, PreferencePair, Ranking, Rating,
                                    SpanJudgement, Stop, Thumbs)
-from alignlab.loom.store import Store
+from alignlab.loom.events import FEEDBACK
+from alignlab.loom.store import Store, fork
 
 KINDS = ("pairs", "rankings", "process", "thumbs", "ratings", "stops", "spans", "critiques", "demonstrations", "edits")
 """Record sets ``export`` can write (``events`` is the raw log)."""
@@ -59,12 +65,16 @@ class Tree:
     def fork(self, ids: list[str]) -> tuple[str, list[str]]:
         """The prompt every node in ``ids`` continues (the text to their deepest common
         ancestor, exclusive of themselves) and each node's text from there."""
-        paths = [self.path(i) for i in ids]
-        common = 0
-        while all(len(p) > common + 1 for p in paths) and len({p[common] for p in paths}) == 1:
-            common += 1
-        prompt = self.text(paths[0][common - 1]) if common else ""
-        return prompt, ["".join(self.nodes[n]["text"] for n in p[common:]) for p in paths]
+        return fork([[self.nodes[n] for n in self.path(i)] for i in ids])
+
+    def judged(self, event: dict, ids: list[str]) -> tuple[str, list[str], bool]:
+        """The prompt and texts a comparison or ranking was made on, as the store recorded them
+        with the event, and True; for an event recorded before the loom kept them, today's
+        texts and False."""
+        seen = event["payload"].get("seen")
+        if seen is not None:
+            return seen["prompt"], list(seen["texts"]), True
+        return (*self.fork(ids), False)
 
 
 def _time(event: dict) -> str:
@@ -74,6 +84,11 @@ def _time(event: dict) -> str:
 def _common(event: dict, **meta) -> dict:
     return {"annotator": event["author"], "time": _time(event),
             "meta": {"tree": event["tree_id"], "event": event["id"], **meta}}
+
+
+def _judged_meta(as_judged: bool) -> dict:
+    """Marks a record built from today's text (its event predates the texts the store keeps)."""
+    return {} if as_judged else {"text_as_judged": False}
 
 
 def records(store: Store, kind: str, tree_ids: Iterable[str] | None = None) -> tuple[list[FeedbackRecord], dict]:
@@ -99,21 +114,24 @@ def _pairs(tree: Tree, events: list[dict], skipped: dict) -> list[FeedbackRecord
             if p["choice"] not in ("a", "b"):
                 skipped[p["choice"]] = skipped.get(p["choice"], 0) + 1
                 continue
+            prompt, (text_a, text_b), as_judged = tree.judged(e, [p["a"], p["b"]])
             chosen, rejected = (p["a"], p["b"]) if p["choice"] == "a" else (p["b"], p["a"])
-            prompt, (good, bad) = tree.fork([chosen, rejected])
+            good, bad = (text_a, text_b) if p["choice"] == "a" else (text_b, text_a)
             if not good.strip() or not bad.strip():
                 skipped["empty text"] = skipped.get("empty text", 0) + 1
                 continue
             out.append(PreferencePair(prompt or " ", good, bad, **_common(
-                e, chosen_node=chosen, rejected_node=rejected, strength=p["strength"])))
+                e, chosen_node=chosen, rejected_node=rejected, strength=p["strength"], **_judged_meta(as_judged))))
         elif e["kind"] == "rank":
             order = p["order"]
+            prompt, texts, as_judged = tree.judged(e, order)
             for i, better in enumerate(order):
-                for worse in order[i + 1:]:
-                    prompt, (good, bad) = tree.fork([better, worse])
+                for j in range(i + 1, len(order)):
+                    good, bad = texts[i], texts[j]
                     if good.strip() and bad.strip():
                         out.append(PreferencePair(prompt or " ", good, bad, **_common(
-                            e, chosen_node=better, rejected_node=worse, from_ranking=True)))
+                            e, chosen_node=better, rejected_node=order[j], from_ranking=True,
+                            **_judged_meta(as_judged))))
     return out
 
 
@@ -121,12 +139,12 @@ def _rankings(tree: Tree, events: list[dict], skipped: dict) -> list[FeedbackRec
     out: list[FeedbackRecord] = []
     for e in events:
         if e["kind"] == "rank":
-            prompt, texts = tree.fork(e["payload"]["order"])
+            prompt, texts, as_judged = tree.judged(e, e["payload"]["order"])
             if not all(t.strip() for t in texts):
                 skipped["empty text"] = skipped.get("empty text", 0) + 1
                 continue
             out.append(Ranking(prompt or " ", texts, list(range(1, len(texts) + 1)),
-                               **_common(e, nodes=e["payload"]["order"])))
+                               **_common(e, nodes=e["payload"]["order"], **_judged_meta(as_judged))))
     return out
 
 
@@ -160,7 +178,11 @@ def _per_node(make):
             if node_id is None or node_id not in tree.nodes:
                 continue
             node = tree.nodes[node_id]
-            prompt = tree.text(node["parent_id"]) or " "
+            seen = e["payload"].get("seen")
+            if seen is not None:  # the text judged, not today's (edits since do not change the record)
+                prompt, node = seen["prompt"] or " ", {**node, "text": seen["text"]}
+            else:
+                prompt = tree.text(node["parent_id"]) or " "
             if not node["text"].strip():
                 skipped["empty text"] = skipped.get("empty text", 0) + 1
                 continue
@@ -170,6 +192,8 @@ def _per_node(make):
                 skipped[str(err)[:80]] = skipped.get(str(err)[:80], 0) + 1
                 continue
             if record is not None:
+                if seen is None and e["kind"] in FEEDBACK:
+                    record.meta.update(_judged_meta(False))
                 out.append(record)
         return out
     return export

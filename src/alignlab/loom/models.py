@@ -15,34 +15,71 @@ from alignlab.loom.events import Invalid, NotFound
 from alignlab.loom.generation import COLOURS, ModelSlot
 
 
+BASE_MODELS = ("gemma-3-270m", "tiny")
+KINDS = ("base", "policy", "adapter", "reward")
+
+
+def model_kind(name: str) -> str:
+    """What ``name`` is: 'base' (a model name alignlab knows), or the kind of model a folder
+    holds: 'reward' (reward_config.json), 'adapter' (adapter_config.json), 'policy' (config.json
+    with weights). Anything else is refused, naming what a model folder holds."""
+    if not isinstance(name, str) or not name.strip():
+        raise Invalid("'name' is empty; give a model name or a folder", field="name")
+    if name in BASE_MODELS:
+        return "base"
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise Invalid(f"no model folder at {name}: give a model name ({', '.join(BASE_MODELS)}) or a folder that "
+                      "holds a model", field="name")
+    if (folder / "reward_config.json").is_file():
+        return "reward"
+    if (folder / "adapter_config.json").is_file():
+        return "adapter"
+    weights = any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
+    if (folder / "config.json").is_file() and weights:
+        return "policy"
+    raise Invalid(f"{name} holds no model: a model folder has config.json with weights (*.safetensors), "
+                  "an adapter (adapter_config.json) or a reward model (reward_config.json)", field="name")
+
+
 class ModelRegistry:
     """Names in the order they were added; each model is loaded the first time it is used."""
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], store=None):
+        """``names``: the models the loom was started with. ``store``: where models added later
+        are kept (and read back from, so that a restart lists them again)."""
         self._names: list[str] = []
         self._kinds: dict[str, str] = {}
         self._loaded: dict[str, object] = {}
         self._lock = threading.Lock()
+        self._store = store
+        self.missing: list[str] = []
+        """Kept models whose folder is gone (listed by the store, not offered)."""
         for name in names:
-            self.add(name)
+            self.add(name, keep=False)
+        for kept in (store.models() if store is not None else []):
+            try:
+                self.add(kept["name"], kept["kind"], keep=False)
+            except Invalid:
+                self.missing.append(kept["name"])
 
-    def add(self, name: str, kind: str | None = None) -> dict:
-        """Register a model by name or folder (not loaded until used)."""
-        if not isinstance(name, str) or not name.strip():
-            raise Invalid("'name' is empty; give a model name or a folder", field="name")
-        if kind is None:
-            kind = "reward" if (Path(name) / "reward_config.json").exists() else (
-                "adapter" if (Path(name) / "adapter_config.json").exists() else
-                "policy" if Path(name).is_dir() else "base")
-        if kind not in ("base", "policy", "adapter", "reward"):
-            raise Invalid(f"'kind' is {kind!r}; use base, policy, adapter or reward", field="kind")
-        if kind != "reward" and Path(name).is_dir() is False and name not in ("gemma-3-270m", "tiny") \
-                and ("/" in name or name.startswith(".")):
-            raise Invalid(f"no model folder at {name}", field="name")
+    def add(self, name: str, kind: str | None = None, author: str = "loom", keep: bool = True) -> dict:
+        """Register a model by name or folder (not loaded until used); ``keep``: store it, so that
+        it is listed again after a restart. A folder must hold a model (see ``model_kind``)."""
+        found = model_kind(name)
+        if kind is not None and kind not in KINDS:
+            raise Invalid(f"'kind' is {kind!r}; use {', '.join(KINDS)}", field="kind")
+        if kind is not None and kind != found and {kind, found} != {"policy", "adapter"}:
+            raise Invalid(f"{name} holds a {found} model, not a {kind} one", field="kind")
+        kind = found
+        if found != "base":
+            name = str(Path(name).expanduser().resolve())
         with self._lock:
             if name not in self._names:
                 self._names.append(name)
                 self._kinds[name] = kind
+                if keep and self._store is not None and found != "base":
+                    self._store.keep_model(name, kind, author)
         return self.describe(name)
 
     def names(self, kind: str | None = None) -> list[str]:

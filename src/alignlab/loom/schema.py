@@ -118,3 +118,14 @@ jobs = sa.Table(
     _time("updated_at"),
     sa.CheckConstraint("state IN ('queued', 'running', 'done', 'failed')", name="state"),
 )
+
+models = sa.Table(
+    "models", metadata,
+    sa.Column("name", sa.String(1000), primary_key=True),  # a model name or a folder's absolute path
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("author", sa.String(200), nullable=False),
+    _time("created_at"),
+    sa.CheckConstraint("kind IN ('base', 'policy', 'adapter', 'reward')", name="kind"),
+)
+"""Models added while the loom ran (trained from the page, or a folder the person added): kept so
+that a restart lists them again. Models named on the command line are not stored."""

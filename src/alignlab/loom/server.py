@@ -5,7 +5,9 @@ Pages are static files shipped in loom/static (plain JavaScript modules, no buil
 JSON API lives under /api (routes in loom/api_*.py). Bad requests get a 4xx with ``detail`` (what
 was wrong) and ``field`` (where); only a bug in alignlab can produce a 500. Binding anywhere
 but the loopback interface needs a token: requests then carry ``Authorization: Bearer TOKEN``
-(the page gets it once as ``?token=`` and keeps it in a cookie).
+(the page gets it once as ``?token=``, keeps it in a cookie and is sent on to the address without
+it). A loom bound to the loopback interface answers only requests addressed to a loopback name
+(the Host header): a web page elsewhere cannot reach it through DNS rebinding.
 """
 
 from __future__ import annotations
@@ -46,6 +48,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8765" -> "::1")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def addressed_to_loopback(header: str) -> bool:
+    name = host_name(header)
+    return name in LOOPBACK_NAMES or name.endswith(".localhost") or is_loopback(name)
+
+
 def check_binding(host: str, token: str | None) -> None:
     """Refuse to listen beyond this machine without a token."""
     if not is_loopback(host) and not token:
@@ -57,7 +75,7 @@ def create_app(settings: LoomSettings):
     """The loom's ASGI app."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
     from fastapi.staticfiles import StaticFiles
 
     from alignlab.loom import api_feedback, api_models, api_trees
@@ -77,7 +95,8 @@ def create_app(settings: LoomSettings):
     app.state.settings = settings
     app.state.store = Store.open(settings.db_url, settings.data_dir)
     app.state.worker = Worker(settings.max_queued)
-    app.state.models = ModelRegistry(settings.models if settings.load_models else [])
+    app.state.models = ModelRegistry(settings.models if settings.load_models else [],
+                                     app.state.store if settings.load_models else None)
     app.state.jobs = {}
 
     @app.exception_handler(LoomError)
@@ -95,6 +114,12 @@ def create_app(settings: LoomSettings):
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
+        if is_loopback(settings.host) and not addressed_to_loopback(request.headers.get("host", "")):
+            return JSONResponse({"detail": f"this loom listens on {settings.host} and answers only requests addressed "
+                                           "to localhost or 127.0.0.1, not to "
+                                           f"{request.headers.get('host', '')!r} (a guard against DNS rebinding); "
+                                           "to serve it under another name, start it with --host and --token",
+                                 "field": "host"}, status_code=421)
         token = settings.token
         if token:
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
@@ -102,7 +127,13 @@ def create_app(settings: LoomSettings):
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return JSONResponse({"detail": "this loom needs its token: open it with ?token=... or send "
                                                "'Authorization: Bearer TOKEN'", "field": None}, status_code=401)
-        response = await call_next(request)
+        if token and request.query_params.get("token") and request.method == "GET" and request.url.path == "/":
+            # The page's first visit: keep the token in a cookie and send the browser on to the
+            # address without it (out of the address bar, history and bookmarks; the browser
+            # keeps the #fragment).
+            response = RedirectResponse("/", status_code=303)
+        else:
+            response = await call_next(request)
         if token and request.query_params.get("token"):
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         # Node text is untrusted: no inline script may run, whatever reaches the page.

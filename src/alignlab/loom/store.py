@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from alignlab.loom import schema as t
-from alignlab.loom.events import Conflict, Invalid, NotFound, validate
+from alignlab.loom.events import FEEDBACK, Conflict, Invalid, NotFound, validate
 from alignlab.loom.ids import new_id
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -255,13 +255,16 @@ class Store:
 
     def ancestry(self, node_id: str) -> list[dict]:
         """The nodes from the root down to ``node_id`` (inclusive)."""
-        path = []
         with self.engine.connect() as c:
-            current: str | None = node_id
-            while current is not None:
-                row = self._node_row(c, current)
-                path.append(row)
-                current = row["parent_id"]
+            return self._ancestry(c, node_id)
+
+    def _ancestry(self, c, node_id: str) -> list[dict]:
+        path = []
+        current: str | None = node_id
+        while current is not None:
+            row = self._node_row(c, current)
+            path.append(row)
+            current = row["parent_id"]
         return path[::-1]
 
     def text_of(self, node_id: str) -> str:
@@ -277,16 +280,26 @@ class Store:
         at = now()
         with self.engine.begin() as c:
             node = self._node_row(c, node_id)
-            if node["text"] == text:
-                return self.node(node_id)
-            c.execute(t.revisions.insert().values(id=new_id(), node_id=node_id, text=node["text"], source=node["source"],
-                                                  tokens=node["tokens"], author=author, created_at=at))
-            source = "mixed" if node["source"] == "model" else node["source"]
-            c.execute(t.nodes.update().where(t.nodes.c.id == node_id).values(
-                text=text, source=source, tokens=tokens, intervention_bits=intervention_bits, updated_at=at))
-            self._event(c, node["tree_id"], node_id, "edit", author,
-                        {"before": node["text"], "after": text, "source_before": node["source"]})
+            # Saving the same text records nothing. (The node is read back below, after this
+            # transaction: a second connection opened inside it would wait for its write lock.)
+            if node["text"] != text:
+                c.execute(t.revisions.insert().values(id=new_id(), node_id=node_id, text=node["text"],
+                                                      source=node["source"], tokens=node["tokens"], author=author,
+                                                      created_at=at))
+                source = "mixed" if node["source"] == "model" else node["source"]
+                c.execute(t.nodes.update().where(t.nodes.c.id == node_id).values(
+                    text=text, source=source, tokens=tokens, intervention_bits=intervention_bits, updated_at=at))
+                self._event(c, node["tree_id"], node_id, "edit", author,
+                            {"before": node["text"], "after": text, "source_before": node["source"]})
         return self.node(node_id)
+
+    def set_intervention_bits(self, node_id: str, text: str, bits: float) -> bool:
+        """Store intervention bits computed after a write, if the node still holds ``text`` (an
+        edit in between makes them another text's bits). Returns whether they were stored."""
+        with self.engine.begin() as c:
+            result = c.execute(t.nodes.update().where(t.nodes.c.id == node_id, t.nodes.c.text == text)
+                               .values(intervention_bits=float(bits)))
+        return result.rowcount == 1
 
     def revisions(self, node_id: str) -> list[dict]:
         with self.engine.connect() as c:
@@ -399,6 +412,19 @@ class Store:
                              .order_by(t.nodes.c.id).limit(limit))
             return [dict(r._mapping) for r in rows]
 
+    # --- models ------------------------------------------------------------------------------
+
+    def keep_model(self, name: str, kind: str, author: str) -> None:
+        """Remember a model added while the loom ran (once; adding it again changes nothing)."""
+        with self.engine.begin() as c:
+            if c.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).first() is None:
+                c.execute(t.models.insert().values(name=name, kind=kind, author=author, created_at=now()))
+
+    def models(self) -> list[dict]:
+        """The models kept, oldest first."""
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(sa.select(t.models).order_by(t.models.c.created_at))]
+
     # --- events ------------------------------------------------------------------------------
 
     def record(self, tree_id: str, kind: str, payload: dict, author: str, node_id: str | None = None,
@@ -413,9 +439,30 @@ class Store:
             if node_id is not None and not known(node_id):
                 raise Invalid(f"'node_id' {node_id!r} is not a node of tree {tree_id}", field="node_id")
             stored = validate(kind, payload, known, explicit_only)
+            seen = self._seen(c, kind, stored, node_id)
+            if seen is not None:
+                stored = {**stored, "seen": seen}
             event_id = self._event(c, tree_id, node_id, kind, author, stored)
             row = c.execute(sa.select(t.events).where(t.events.c.id == event_id)).first()
         return dict(row._mapping)
+
+    def _seen(self, c, kind: str, payload: dict, node_id: str | None) -> dict | None:
+        """The texts a judgement was made on, read in its own transaction: nodes are edited, split
+        and merged afterwards, and an export must hold what the annotator saw, not today's text.
+
+        compare and rank: ``{"prompt", "texts"}``, the text the judged nodes share and each one's
+        text from there (in the payload's order: a, b or best first); a judgement of one node:
+        ``{"prompt", "text"}``, the text before it and its own."""
+        if kind not in FEEDBACK:
+            return None
+        judged = {"compare": lambda p: [p["a"], p["b"]], "rank": lambda p: p["order"]}.get(kind)
+        if judged is not None:
+            prompt, texts = fork([self._ancestry(c, i) for i in judged(payload)])
+            return {"prompt": prompt, "texts": texts}
+        if node_id is None:
+            return None
+        path = self._ancestry(c, node_id)
+        return {"prompt": "".join(n["text"] for n in path[:-1]), "text": path[-1]["text"]}
 
     def events(self, tree_id: str | None = None, kinds: Iterable[str] | None = None,
                author: str | None = None) -> list[dict]:
@@ -452,6 +499,16 @@ class Store:
                 out.append({"id": node["id"], "selection_bits": s_bits, "intervention_bits": i_bits,
                             "selection_total": selection, "intervention_total": intervention})
         return out
+
+
+def fork(paths: Sequence[Sequence[dict]]) -> tuple[str, list[str]]:
+    """The text some nodes all continue (their ancestry down to the deepest common ancestor)
+    and each node's own text from there; ``paths`` are the nodes' ancestries, root first."""
+    common = 0
+    while all(len(p) > common + 1 for p in paths) and len({p[common]["id"] for p in paths}) == 1:
+        common += 1
+    prompt = "".join(n["text"] for n in paths[0][:common])
+    return prompt, ["".join(n["text"] for n in p[common:]) for p in paths]
 
 
 def node_bits(node: dict, siblings: Sequence[dict]) -> tuple[float, float]:

@@ -107,7 +107,7 @@ def start(app, spec: TrainRequest, author: str) -> dict:
         c.execute(t.jobs.insert().values(id=job_id, kind=spec.kind, state="running", progress=0.0, message="starting",
                                           config={**asdict(spec), "model": base, "command": command[3:]},
                                           result=None, author=author, created_at=at, updated_at=at))
-    thread = threading.Thread(target=_watch, args=(app, job_id, command, folder, spec.kind), daemon=True,
+    thread = threading.Thread(target=_watch, args=(app, job_id, command, folder, spec.kind, author), daemon=True,
                               name=f"loom-train-{job_id}")
     thread.start()
     app.state.jobs[job_id] = thread
@@ -119,7 +119,7 @@ def _update(store: Store, job_id: str, **values) -> None:
         c.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(updated_at=_now(), **values))
 
 
-def _watch(app, job_id: str, command: list[str], folder: Path, kind: str) -> None:
+def _watch(app, job_id: str, command: list[str], folder: Path, kind: str, author: str = "loom") -> None:
     store: Store = app.state.store
     log = folder / "log.txt"
     with open(log, "w", encoding="utf-8") as fh:
@@ -147,7 +147,7 @@ def _watch(app, job_id: str, command: list[str], folder: Path, kind: str) -> Non
         return
     result = folder / "result"
     try:
-        model = app.state.models.add(str(result), "reward" if kind == "reward" else None)
+        model = app.state.models.add(str(result), "reward" if kind == "reward" else None, author=author)
     except Exception as err:  # the run succeeded; report why its result could not be added
         _update(store, job_id, state="failed", progress=1.0, message=f"trained, but not loadable: {err}")
         return

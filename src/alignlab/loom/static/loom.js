@@ -276,6 +276,7 @@ async function nextTokens() {
       block.addEventListener("click", async () => {
         const made = await send("POST", `/nodes/${from}/children`, {text});
         await openTree(state.tree.tree.id, made.id);
+        watchBits(made);
       });
       return el("div", {class: "mv-row"}, block, t.children.length ? column(t.children, text, t.probability) : "");
     }), el("div", {class: "mv-rest", style: `height:${Math.max(0, (mass - shown) * MULTIVERSE_HEIGHT)}px`,
@@ -344,6 +345,23 @@ function openEditor(mode) {
   $("editor-text").focus();
 }
 
+// Written text's intervention bits are computed by the model after the write commits (a person's
+// writing never waits for a generation): poll for them and redraw the path's bits when they come.
+async function watchBits(made) {
+  if (!made || !made.intervention_bits_pending) return;
+  for (let tries = 0; tries < 300; tries++) {
+    await new Promise((done) => setTimeout(done, 1000));
+    const node = await getJSON(`/nodes/${made.id}`).catch(() => null);
+    if (!node || node.text !== made.text) return;
+    if (node.intervention_bits !== null && node.intervention_bits !== undefined) {
+      const known = state.nodes.get(made.id);
+      if (known) known.intervention_bits = node.intervention_bits;
+      if (state.current === made.id) await renderReader();
+      return;
+    }
+  }
+}
+
 async function saveEditor(asSibling) {
   const text = $("editor-text").value;
   const mode = $("editor").dataset.mode;
@@ -353,6 +371,7 @@ async function saveEditor(asSibling) {
   else made = await send("PATCH", `/nodes/${state.current}`, {text});
   $("editor").hidden = true;
   await openTree(state.tree.tree.id, made.id);
+  watchBits(made);
 }
 
 // --- feedback -----------------------------------------------------------------------------------
@@ -569,6 +588,14 @@ async function start() {
   $("annotator").addEventListener("change", () => localStorage.setItem("loom-annotator", annotator()));
   await loadModels();
   $("tree-select").addEventListener("change", (ev) => openTree(ev.target.value));
+  $("add-model").addEventListener("click", async () => {
+    const name = window.prompt("Model folder to add (a trained policy, an adapter or a reward model), or gemma-3-270m / tiny:");
+    if (!name || !name.trim()) return;
+    const added = await send("POST", "/models", {name: name.trim()});
+    await loadModels();
+    if (added.kind !== "reward") $("model-select").value = added.name;
+    status(`added ${added.kind} model ${added.name}`);
+  });
   $("new-tree").addEventListener("click", async () => {
     const prompt = window.prompt("Prompt for the new tree:");
     if (prompt === null) return;
