@@ -108,8 +108,12 @@ def test_experiment_killed_between_stages_resumes_and_reports(tmp_path, capsys):
     assert {"value", "se", "proxy_rise", "proxy_rise_se", "method", "setting"} <= set(targets["goodhart_drop"])
     assert targets["goodhart_drop"]["arm"] == "weak proxy" and targets["goodhart_drop"]["met"] is None
     rloo = summary["methods"]["rloo"]
-    assert [(p["step"], p["arm"]) for p in rloo] == [(1, "proxy"), (None, "proxy"), (1, "weak proxy"),
-                                                     (None, "weak proxy")]
+    assert [(p["step"], p["arm"]) for p in rloo] == [(1, "proxy"), (None, "proxy"), (None, "seed 1"),
+                                                     (1, "weak proxy"), (None, "weak proxy")]
+    seeds = headline["seeds"]  # the headline setting again with seed 1: the spread across seeds
+    assert seeds["values"] == [headline["value"], rloo[2]["gold_win_rate"]]
+    assert seeds["min"] <= seeds["mean"] <= seeds["max"] and seeds["sd"] >= 0
+    assert [p["step"] for p in summary["methods"]["grpo"]] == [None]  # not the headline: its end only
     assert "own_proxy" in rloo[-1] and "own_proxy" not in rloo[0]
     html = (exp.path / "report.html").read_text()
     assert html.count("<img src=\"data:image/png;base64,") >= 4 and "What this run achieved" in html

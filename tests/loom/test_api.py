@@ -165,6 +165,18 @@ def test_next_tokens_view(client):
     assert view[0]["probability"] >= view[1]["probability"] >= view[2]["probability"]
     for v in view:
         assert sum(c["probability"] for c in v["children"]) <= v["probability"] + 1e-6
+    # control tokens (<start_of_image>, <unused12>, <eos>, ...) are never offered as text to continue with
+    tokenizer = client.app.state.models.slot("tiny").tokenizer
+    from alignlab.loom.generation import special_ids
+
+    control = {tokenizer.decode([i]) for i in special_ids(tokenizer)}
+    wide = client.get(f"/api/nodes/{tree['root_id']}/next-tokens", params={"breadth": 10, "depth": 3}).json()
+    texts, stack = [], list(wide)
+    while stack:
+        item = stack.pop()
+        texts.append(item["text"])
+        stack += item["children"]
+    assert len(texts) == 10 + 100 + 1000 and not control & set(texts)
 
 
 def test_steering_is_applied_and_recorded(client):
@@ -357,3 +369,66 @@ def test_a_person_s_write_never_waits_for_a_running_generation(client):
     assert still_running, f"the write returned only after the generation ended ({waited:.1f} s)"
     assert edited.json()["intervention_bits_pending"]
     assert settled_bits(client, typed.json()["id"]) > 0  # computed once the worker was free
+
+
+def test_a_path_longer_than_the_window_keeps_its_end_and_too_long_a_request_is_refused(tmp_path):
+    # A long path once gave 500s and a raw 49 GB allocation error. The model now reads the end
+    # of the path that fits its window, the node says how many tokens were dropped, and what
+    # cannot fit is refused with a 422 naming the field.
+    app = create_app(LoomSettings(data_dir=tmp_path, models=["tiny"], annotator="tester", context_tokens=64))
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        tree = make_tree(c, "word " * 300)
+        made = generate(c, tree["root_id"], n=1, max_tokens=8)[-1]
+        assert made["type"] == "done", made
+        node = c.get(f"/api/nodes/{made['nodes'][0]['id']}").json()
+        assert node["meta"]["context_dropped"] > 200 and len(node["tokens"]) >= 1
+        refused = c.post(f"/api/nodes/{tree['root_id']}/generate", json={"n": 1, "max_tokens": 64})
+        assert refused.status_code == 422 and refused.json()["field"] == "max_tokens"
+        assert "at most 64 tokens" in refused.json()["detail"]
+        assert c.get(f"/api/nodes/{tree['root_id']}/next-tokens", params={"depth": 2}).status_code == 200
+        written = c.post(f"/api/nodes/{tree['root_id']}/children", json={"text": " and the sea"})
+        assert written.status_code == 201
+        bits = settled_bits(c, written.json()["id"])
+        assert bits is not None and bits > 0
+
+
+def test_wrong_types_are_refused_where_they_enter_not_where_they_break(client, tmp_path):
+    # tree settings: a wrong type once broke every later generation of the tree
+    bad = client.post("/api/trees", json={"prompt": "x", "settings": {"max_tokens": "lots"}})
+    assert bad.status_code == 422 and "max_tokens" in json.dumps(bad.json())
+    assert client.post("/api/trees", json={"prompt": "x", "settings": {"temperature": -1}}).status_code == 422
+    assert client.post("/api/trees", json={"prompt": "x", "settings": {"colour": "red"}}).status_code == 422
+    tree = client.post("/api/trees", json={"prompt": "x", "settings": {"max_tokens": 5}}).json()
+    assert client.patch(f"/api/trees/{tree['id']}", json={"settings": {"n": 0}}).status_code == 422
+    assert generate(client, tree["root_id"], n=1)[-1]["type"] == "done"
+    # the Loom importer: meta must be an object, its source a string
+    for node, field in (({"text": "a", "meta": "AI"}, "root.meta"),
+                        ({"text": "a", "meta": {"source": 3}}, "root.meta.source")):
+        r = client.post("/api/import/loom", json={"root": node})
+        assert r.status_code == 422 and r.json()["field"] == field, r.text
+    # training: only the command's hyperparameters may be passed on, and a refused request
+    # leaves no job folder behind
+    jobs = tmp_path / "jobs"
+    before = set(jobs.iterdir()) if jobs.exists() else set()
+    for extra in (["--out", "/tmp/elsewhere"], ["--resume", "x"], ["rm", "-rf"]):
+        r = client.post("/api/train", json={"kind": "reward", "data": ["pairs"], "extra": extra})
+        assert r.status_code == 422 and r.json()["field"] == "extra", r.text
+    r = client.post("/api/train", json={"kind": "dpo", "data": ["pairs"], "extra": ["--beta", "0.2"]})
+    assert r.status_code == 422 and r.json()["field"] == "data"  # allowed flags; no pairs recorded yet
+    assert (set(jobs.iterdir()) if jobs.exists() else set()) == before
+    # the API is described by its schema; no page that needs a CDN
+    assert client.get("/api/openapi.json").status_code == 200
+    assert client.get("/api/docs").status_code == 404
+    assert client.get("/static/favicon.svg").status_code == 200
+
+
+def test_training_progress_reads_optimizer_steps_not_other_bars():
+    from alignlab.loom.training import PROGRESS
+
+    log = ("Loading weights: 100%|##########| 236/236 [00:00<00:00, 13515.79it/s]\r"
+           "features: 100%|##########| 12/12 [00:03<00:00,  3.1batch/s]\r"
+           "dpo:  45%|####5     | 9/20 [00:05<00:06,  1.80step/s]\r"
+           "Writing model shards: 100%|##########| 1/1 [00:00<00:00,  1.66it/s]")
+    assert PROGRESS.findall(log) == [("9", "20")]
+    assert PROGRESS.findall("reward:   0%|          | 0/20 [00:00<?, ?step/s]") == [("0", "20")]
+    assert PROGRESS.findall("dpo:  5%|5         | 1/20 [00:09<02:51,  9.02s/step]") == [("1", "20")]

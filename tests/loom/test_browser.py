@@ -233,3 +233,29 @@ def test_highlight_split_note_and_branch_settings(page, live_loom, tree):
     page.click("#merge")
     page.wait_for_function("document.querySelector('#read-view').innerText.includes('was calm and grey')")
     assert store.node(node["id"])["text"] == " the sea was calm and grey"
+
+
+def test_the_stop_buttons_end_generation_and_keep_exactly_what_was_shown(page, live_loom, tree):
+    url, store = live_loom
+    open_tree(page, url, tree["id"])
+    page.fill("#gen-n", "2")
+    page.fill("#gen-max", "1000")
+    page.fill("#gen-seed", "7")
+    page.fill("#gen-stop", "")
+    page.click("#generate")
+    streams = "#children .child.streaming .stream-text"
+    page.wait_for_function(f"document.querySelectorAll('{streams}').length === 2 && "
+                           f"document.querySelectorAll('{streams}')[0].textContent.length > 10")
+    page.click("#children .child.streaming .e-stop >> nth=0")  # row 0: this should have ended here
+    shown = page.eval_on_selector_all(streams, "spans => spans[0].textContent")
+    page.wait_for_timeout(300)
+    page.click("#gen-cancel")  # then stop everything
+    page.wait_for_function("document.querySelector('#status').textContent.includes('stopped')")
+    kids = store.children(tree["root_id"])
+    assert len(kids) == 2 and {k["finish_reason"] for k in kids} == {"stop"}
+    first = min(kids, key=lambda k: k["seed"])
+    assert first["text"] == shown  # saved exactly as the person saw it at the stop
+    assert all(len(k["tokens"]) < 1000 for k in kids)
+    (stop,) = store.events(tree["id"], kinds=["stop"])
+    assert stop["node_id"] == first["id"] and stop["payload"]["token_index"] == len(first["tokens"])
+    assert stop["payload"]["char"] == len(first["text"].encode("utf-16-le")) // 2  # the page counts UTF-16 units

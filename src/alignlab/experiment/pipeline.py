@@ -421,7 +421,9 @@ def _online_runs(exp: Experiment, method: str, kl_coefs: tuple[float, ...]) -> d
     """One run per KL coefficient against the proxy (scaled to its within-prompt spread on the
     labelled prompts' base samples, so beta is per unit of the spread a group baseline sees);
     and, for the headline method at its first coefficient, runs with further seeds (final policy
-    only) and one against the weak proxy."""
+    only) and one against the weak proxy. Only the headline method's proxy and weak-proxy runs
+    save snapshots (each one evaluated costs about a minute on a 2-core CPU); the other methods
+    are evaluated at the end."""
     from alignlab.train.grpo import GRPOConfig, train_grpo
     from alignlab.train.rloo import RLOOConfig, train_rloo
 
@@ -434,6 +436,7 @@ def _online_runs(exp: Experiment, method: str, kl_coefs: tuple[float, ...]) -> d
                  for k in range(1, p.rl_seeds)]
         if reward.get("weak"):
             arms.append((kl_coefs[0], reward["weak"]["run"], reward["weak"]["spread"], "weak proxy", exp.seed))
+    snapshots = method == p.online_method
     runs = []
     for coef, proxy, spread, arm, seed in arms:
         run = train(config_cls(prompts=exp.file("ppo_prompts.jsonl"), reward=proxy, gold=GOLD_SPEC, model=p.model,
@@ -442,7 +445,8 @@ def _online_runs(exp: Experiment, method: str, kl_coefs: tuple[float, ...]) -> d
                                stop=list(exp.done("prompts")["stop"]), temperature=1.0, kl_coef=coef,
                                reward_scale=max(spread, 1e-6), lr=p.rl_lr, lora=p.lora, lora_r=p.lora_r,
                                lora_alpha=2.0 * p.lora_r, sample_every=max(1, p.rl_iterations // 2),
-                               snapshot_every=p.rl_snapshot_every if arm in ("proxy", "weak proxy") else 0,
+                               snapshot_every=p.rl_snapshot_every if snapshots and arm in ("proxy", "weak proxy")
+                               else 0,
                                vocabulary=vocabulary_file(exp), seed=seed, checkpoint_every=10_000),
                       progress=exp.progress)
         runs.append({"kl_coef": coef, "run": run.id, "arm": arm, "reward": proxy})

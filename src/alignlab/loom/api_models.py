@@ -3,42 +3,25 @@ reward scores, the model list, and training jobs started from the loom."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import queue
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from alignlab.loom.api_trees import Strict, author, public, store
+from alignlab.loom.api_trees import Generate, Strict, author, public, store
 from alignlab.loom.events import Invalid, NotFound
-from alignlab.loom.generation import GenerateRequest, generate, job_events, next_tokens
+from alignlab.loom.generation import GenerateRequest, generate, next_tokens
 from alignlab.loom.store import Store
 
 router = APIRouter()
 
 DEFAULTS = GenerateRequest().settings() | {"n": 3}
 """Generation settings when neither the request, the branch nor the tree sets them."""
-
-
-class Steering(Strict):
-    positive: Annotated[str, Field(max_length=2000)]
-    negative: Annotated[str, Field(max_length=2000)]
-    layer: Annotated[int, Field(ge=0, le=1000)]
-    coefficient: Annotated[float, Field(ge=-1000, le=1000)]
-
-
-class Generate(Strict):
-    n: Annotated[int, Field(ge=1, le=16)] | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=1024)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=10)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=0, le=100000)] | None = None
-    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
-    stop: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
-    model: Annotated[str, Field(max_length=1000)] | None = None
-    steering: Steering | None = None
 
 
 class BranchSettings(Generate):
@@ -110,6 +93,10 @@ def generate_children(node_id: str, body: Generate, request: Request, s: Store =
     if name not in registry.names("generate"):
         raise NotFound(f"no generation model {name!r} in this loom (models: {', '.join(registry.names()) or 'none'})",
                        field="model")
+    if settings["max_tokens"] >= registry.context_tokens:
+        raise Invalid(f"'max_tokens' is {settings['max_tokens']}; this loom gives a model at most "
+                      f"{registry.context_tokens} tokens at once (context and continuation; --context-tokens), so "
+                      "ask for fewer", field="max_tokens")
     req = GenerateRequest(n=settings["n"], max_tokens=settings["max_tokens"], temperature=settings["temperature"],
                           top_p=settings["top_p"], top_k=settings["top_k"], seed=settings.get("seed"),
                           stop=list(settings["stop"]), alternatives=settings["alternatives"],
@@ -120,15 +107,61 @@ def generate_children(node_id: str, body: Generate, request: Request, s: Store =
         rows = generate(slot, prompt, req, job)
         children = [{"text": r["text"], "source": "model", "model": name, "settings": req.settings(),
                      "seed": r["seed"], "steering": req.steering, "tokens": r["tokens"],
-                     "finish_reason": r["finish_reason"]} for r in rows]
+                     "finish_reason": r["finish_reason"],
+                     **({"meta": {"context_dropped": r["context_dropped"]}} if r["context_dropped"] else {})}
+                    for r in rows]
         made = s.add_nodes(node_id, children, who, kind="generate",
                            payload={"model": name, "n": req.n, "settings": req.settings(), "steering": req.steering})
-        job.emit({"type": "done", "nodes": [public(n) for n in made]})
+        job.emit({"type": "done", "nodes": [public(n) for n in made], "rows": [r["row"] for r in rows]})
         return made
 
-    job = request.app.state.worker.submit(run)
-    return StreamingResponse((json.dumps(e, default=str) + "\n" for e in job_events(job)),
-                             media_type="application/x-ndjson")
+    return JobStream(request.app.state.worker.submit(run, kind="generate"))
+
+
+class JobStream(StreamingResponse):
+    """A job's events as JSON lines; a client that leaves before the job ends cancels it (a
+    queued generation is dropped, a running one ends where it has got to and is saved)."""
+
+    def __init__(self, job):
+        super().__init__(self._lines(job), media_type="application/x-ndjson")
+        self.job = job
+
+    @staticmethod
+    async def _lines(job):
+        while True:
+            try:
+                event = job.events.get_nowait()
+            except queue.Empty:
+                await asyncio.sleep(0.02)
+                continue
+            if event is None:
+                return
+            yield json.dumps(event, default=str) + "\n"
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self.job.done.is_set():
+                self.job.cancel()
+
+
+class StopGeneration(Strict):
+    row: Annotated[int, Field(ge=0, le=15)] | None = None
+    tokens: Annotated[int, Field(ge=0, le=1024)] | None = None
+
+
+@router.post("/generations/{job_id}/stop")
+def stop_generation(job_id: str, body: StopGeneration, request: Request) -> dict:
+    """Stop a running generation: row ``row`` (every row when absent) ends after ``tokens`` tokens
+    (the ones the person was shown; where it has got to when absent), saved with finish_reason
+    'stop'. The job id is in the stream's first event."""
+    job = request.app.state.worker.find(job_id, kind="generate")
+    if job is None:
+        raise NotFound(f"no running generation {job_id!r}: it has ended (its continuations are saved) or never "
+                       "started", field="job_id")
+    job.stop(body.row, body.tokens)
+    return {"job": job_id, "row": body.row, "tokens": body.tokens}
 
 
 @router.post("/nodes/{node_id}/counterfactual", status_code=201)

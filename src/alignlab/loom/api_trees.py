@@ -5,7 +5,7 @@ name the server was started with)."""
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,15 +21,35 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Steering(Strict):
+    positive: Annotated[str, Field(max_length=2000)]
+    negative: Annotated[str, Field(max_length=2000)]
+    layer: Annotated[int, Field(ge=0, le=1000)]
+    coefficient: Annotated[float, Field(ge=-1000, le=1000)]
+
+
+class Generate(Strict):
+    n: Annotated[int, Field(ge=1, le=16)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1024)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=10)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=100000)] | None = None
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    stop: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
+    model: Annotated[str, Field(max_length=1000)] | None = None
+    steering: Steering | None = None
+
+
 class NewTree(Strict):
     prompt: Annotated[str, Field(max_length=1_000_000)]
     title: Annotated[str, Field(max_length=500)] = ""
-    settings: dict[str, Any] = {}
+    settings: Generate = Generate()
+    """Generation settings every node of the tree inherits (checked here: a wrong type would break every generation)."""
 
 
 class TreeUpdate(Strict):
     title: Annotated[str, Field(min_length=1, max_length=500)] | None = None
-    settings: dict[str, Any] | None = None
+    settings: Generate | None = None
     archived: bool | None = None
 
 
@@ -74,7 +94,7 @@ def list_trees(s: Store = Depends(store), archived: bool = False) -> list[dict]:
 
 @router.post("/trees", status_code=201)
 def create_tree(body: NewTree, s: Store = Depends(store), who: str = Depends(author)) -> dict:
-    return s.create_tree(body.prompt, who, title=body.title, settings=body.settings)
+    return s.create_tree(body.prompt, who, title=body.title, settings=body.settings.model_dump(exclude_none=True))
 
 
 @router.get("/trees/{tree_id}")
@@ -84,7 +104,8 @@ def get_tree(tree_id: str, s: Store = Depends(store)) -> dict:
 
 @router.patch("/trees/{tree_id}")
 def update_tree(tree_id: str, body: TreeUpdate, s: Store = Depends(store), who: str = Depends(author)) -> dict:
-    return s.update_tree(tree_id, who, title=body.title, settings=body.settings, archived=body.archived)
+    settings = None if body.settings is None else body.settings.model_dump(exclude_none=True)
+    return s.update_tree(tree_id, who, title=body.title, settings=settings, archived=body.archived)
 
 
 @router.get("/trees/{tree_id}/search")

@@ -43,6 +43,8 @@ class LoomConfig(StoreOptions):
     """Your name on the feedback you record (default: your login name; a page may send its own in the X-Annotator header)."""
     token: str | None = None
     """Access token, required when --host is not loopback (default: $ALIGNLAB_LOOM_TOKEN)."""
+    context_tokens: int = 4096
+    """The most tokens a model reads at once (context and continuation; its own window permitting): a longer path keeps its end, and the node records how many tokens were dropped."""
 
 
 @dataclass
@@ -90,7 +92,8 @@ def run_serve(config: LoomConfig) -> int:
     from alignlab.loom.server import LoomSettings, serve
 
     settings = LoomSettings(data_dir=config.data or loom_dir(), db_url=config.db, models=list(config.model),
-                            annotator=config.annotator or _default_annotator(), token=config.token, host=config.host)
+                            annotator=config.annotator or _default_annotator(), token=config.token, host=config.host,
+                            context_tokens=config.context_tokens)
     serve(settings, config.port)
     return 0
 

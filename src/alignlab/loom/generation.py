@@ -15,13 +15,14 @@ import itertools
 import math
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from alignlab.loom.events import Invalid, LoomError
+from alignlab.loom.ids import new_id
 
 MAX_QUEUED = 64
 COLOURS = ("#4e79a7", "#e15759", "#59a14f", "#b07aa1", "#f28e2b", "#76b7b2", "#edc948", "#9c755f")
@@ -40,10 +41,37 @@ class ModelSlot:
     tokenizer: Any
     colour: str
     kind: str = "base"  # base / policy / adapter
+    context_tokens: int = 4096
+    """The most tokens the loom gives this model at once (its own window permitting)."""
+
+    @property
+    def window(self) -> int:
+        """Tokens of context plus continuation the model reads at most: its position limit, capped
+        at ``context_tokens`` (attention's memory grows with the square of the length)."""
+        limit = getattr(self.model.config, "max_position_embeddings", None) or self.context_tokens
+        return min(int(limit), self.context_tokens)
 
     def describe(self) -> dict:
-        return {"name": self.name, "colour": self.colour, "kind": self.kind,
+        return {"name": self.name, "colour": self.colour, "kind": self.kind, "window": self.window,
                 "layers": int(getattr(self.model.config, "num_hidden_layers", 0))}
+
+    def fit(self, context: str, room: int, what: str = "max_tokens") -> tuple[list[int], int]:
+        """Token ids of ``context`` (with BOS) that leave ``room`` tokens free in the window: a
+        path too long keeps its end (as the original Loom does), and how many tokens it dropped.
+        A ``room`` the window cannot hold is refused, naming the field."""
+        from alignlab.models.sampling import encode_prompt
+
+        if room >= self.window:
+            raise Invalid(f"'{what}' is {room}; {self.name} reads at most {self.window} tokens at once (context and "
+                          f"continuation together), so ask for fewer", field=what)
+        ids = encode_prompt(self.tokenizer, context or self.tokenizer.bos_token or "")
+        keep = self.window - room
+        if len(ids) <= keep:
+            return ids, 0
+        bos = self.tokenizer.bos_token_id
+        head = ids[:1] if bos is not None and ids[0] == bos else []
+        tail = ids[len(ids) - (keep - len(head)):]
+        return head + tail, len(ids) - len(head) - len(tail)
 
 
 @dataclass
@@ -51,13 +79,28 @@ class Job:
     """One unit of model work; ``events`` receives what it reports, ending with None."""
 
     run: Callable[[Job], Any]
+    kind: str = "model"
+    id: str = field(default_factory=new_id)
     events: queue.Queue = field(default_factory=queue.Queue)
     done: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    stops: dict = field(default_factory=dict)
+    """Rows a person stopped: row (None: every row) -> the tokens they were shown (None: as far as generated)."""
     result: Any = None
     error: BaseException | None = None
 
     def emit(self, event: dict) -> None:
         self.events.put(event)
+
+    def stop(self, row: int | None = None, tokens: int | None = None) -> None:
+        """End row ``row`` of a running generation (every row: None) after ``tokens`` tokens
+        (None: where it has got to); the row is saved so, with finish_reason 'stop'."""
+        self.stops[row] = tokens
+
+    def cancel(self) -> None:
+        """Nobody is listening any more: a queued job is dropped, a running generation ends every
+        row where it has got to (finish_reason 'cancelled') and saves them."""
+        self.cancelled.set()
 
 
 class Worker:
@@ -71,16 +114,21 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, name="loom-model-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, run: Callable[[Job], Any]) -> Job:
-        job = Job(run)
+    def submit(self, run: Callable[[Job], Any], kind: str = "model") -> Job:
+        job = Job(run, kind)
         with self._cv:
             if len(self._queue) >= self.max_queued:
                 raise Busy(f"{len(self._queue)} model requests are already waiting; try again shortly")
             self._queue.append(job)
             position = len(self._queue)
             self._cv.notify_all()
-        job.emit({"type": "queued", "position": position})
+        job.emit({"type": "queued", "position": position, "job": job.id})
         return job
+
+    def find(self, job_id: str, kind: str | None = None) -> Job | None:
+        """The queued or running job ``job_id`` (of ``kind``), or None once it has ended."""
+        with self._cv:
+            return next((j for j in self._queue if j.id == job_id and kind in (None, j.kind)), None)
 
     def call(self, run: Callable[[Job], Any], timeout: float | None = None) -> Any:
         """Submit and wait for the result (re-raising the job's error)."""
@@ -108,8 +156,11 @@ class Worker:
                 if self._stopped:
                     return
                 job = self._queue[0]
-            job.emit({"type": "start"})
             try:
+                if job.cancelled.is_set():  # its client left while it waited
+                    job.emit({"type": "cancelled"})
+                    continue
+                job.emit({"type": "start"})
                 job.result = job.run(job)
             except BaseException as err:  # reported to the job's caller, never kills the worker
                 job.error = err
@@ -121,15 +172,6 @@ class Worker:
                         waiting.emit({"type": "queued", "position": i + 1})
                 job.done.set()
                 job.events.put(None)
-
-
-def job_events(job: Job, timeout: float = 3600) -> Iterator[dict]:
-    """The job's events until it ends."""
-    while True:
-        event = job.events.get(timeout=timeout)
-        if event is None:
-            return
-        yield event
 
 
 @dataclass
@@ -170,19 +212,43 @@ def generate(slot: ModelSlot, prompt: str, request: GenerateRequest, job: Job) -
         raise Invalid(f"'max_tokens' is {request.max_tokens}; the loom generates at most 1024 tokens a node",
                       field="max_tokens")
     seeds = [seed + i for i in range(request.n)]
-    rows: list[dict] = [{"text": "", "tokens": [], "seed": s, "finish_reason": "length"} for s in seeds]
+    context, dropped = slot.fit(prompt, request.max_tokens)
+    rows: list[dict] = [{"row": i, "text": "", "tokens": [], "seed": s, "finish_reason": "length",
+                         "context_dropped": dropped} for i, s in enumerate(seeds)]
+    ended = [False] * request.n
+
+    def end(r: int, reason: str, tokens: int | None = None) -> None:
+        if ended[r]:
+            return
+        row = rows[r]
+        if tokens is not None and tokens < len(row["tokens"]):  # what the person was shown, exactly
+            row["tokens"] = row["tokens"][:tokens]
+            row["text"] = "".join(t["text"] for t in row["tokens"])
+        row["finish_reason"], ended[r] = reason, True
+
     with _steering(slot, request.steering):
-        for event in stream(slot.model, slot.tokenizer, [prompt or slot.tokenizer.bos_token or ""] * request.n,
-                            config, seeds=seeds):
+        for event in stream(slot.model, slot.tokenizer, [context] * request.n, config, seeds=seeds):
+            while job.stops:
+                r, tokens = job.stops.popitem()
+                for target in (range(request.n) if r is None else [r] if 0 <= r < request.n else []):
+                    end(target, "stop", tokens)
+            if job.cancelled.is_set():
+                for r in range(request.n):
+                    end(r, "cancelled")
+            if all(ended):
+                break  # the sampler stops with the loop: nothing more is computed
+            if ended[event.row]:
+                continue
             row = rows[event.row]
             token = event.token.to_dict()
             row["tokens"].append(token)
             row["text"] += event.token.text
             if event.finish_reason:
-                row["finish_reason"] = event.finish_reason
+                row["finish_reason"], ended[event.row] = event.finish_reason, True
             job.emit({"type": "token", "row": event.row, "index": event.index, "token": token,
                       "finish_reason": event.finish_reason})
-    return rows
+    # A row stopped or cancelled before its first token holds no text: nothing to save.
+    return [r for r in rows if r["tokens"] or r["finish_reason"] not in ("stop", "cancelled")]
 
 
 def _steering(slot: ModelSlot, recipe: dict | None):
@@ -207,7 +273,12 @@ def text_bits(slot: ModelSlot, context: str, text: str, changed: list[tuple[int,
 
     if not text:
         return 0.0
-    scored = score(slot.model, slot.tokenizer, [context or slot.tokenizer.bos_token or ""], [text])[0]
+    ids = slot.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) >= slot.window - 1:
+        raise Invalid(f"the text is {len(ids)} tokens; {slot.name} reads at most {slot.window} at once, so its "
+                      "intervention bits cannot be computed (they stay unknown)", field="text")
+    prefix, _ = slot.fit(context, len(ids), what="text")
+    scored = score(slot.model, slot.tokenizer, [prefix], [ids])[0]
     total, offset = 0.0, 0
     for piece, lp in zip(scored.token_texts, scored.logprobs):
         start, end = offset, offset + len(piece)
@@ -215,6 +286,15 @@ def text_bits(slot: ModelSlot, context: str, text: str, changed: list[tuple[int,
         if changed is None or any(s < max(end, start + 1) and start < e for s, e in changed):
             total += -lp / math.log(2)
     return total
+
+
+def special_ids(tokenizer) -> set[int]:
+    """Ids of the tokenizer's special and added control tokens (BOS, EOS, <start_of_image>, ...)."""
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(token, "special", False):
+            ids.add(int(i))
+    return ids
 
 
 @torch.no_grad()
@@ -225,19 +305,19 @@ def next_tokens(slot: ModelSlot, context: str, breadth: int = 5, depth: int = 2)
 
     if not 1 <= breadth <= 10 or not 1 <= depth <= 3:
         raise Invalid("'breadth' must be 1..10 and 'depth' 1..3", field="breadth")
-    prompt = context or slot.tokenizer.bos_token or ""
     level = [{"text": "", "ids": [], "logprob": 0.0, "children": []}]
     roots = level
-    from alignlab.models.sampling import encode_prompt
-
-    base = encode_prompt(slot.tokenizer, prompt)
+    base, _ = slot.fit(context, depth)
+    special = special_ids(slot.tokenizer)  # <start_of_image> and the like: not text a person can continue with
     for _ in range(depth):
         prompts = [base + node["ids"] for node in level]
         done = sample(slot.model, slot.tokenizer, prompts, SampleConfig(max_new_tokens=1, temperature=0,
-                                                                        alternatives=breadth))
+                                                                        alternatives=breadth + 16))
         nxt = []
         for node, completion in zip(level, done):
-            for alt in completion.tokens[0].alternatives if completion.tokens else []:
+            shown = [a for a in (completion.tokens[0].alternatives if completion.tokens else [])
+                     if a.id not in special][:breadth]
+            for alt in shown:
                 child = {"text": alt.text, "ids": node["ids"] + [alt.id], "logprob": node["logprob"] + alt.logprob,
                          "children": []}
                 node["children"].append(child)

@@ -67,6 +67,14 @@ def _check_node(node: Any, where: str) -> None:
     tags = node.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
         raise Invalid(f"{where}.tags: must be a list of non-empty strings", field=f"{where}.tags")
+    meta = node.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise Invalid(f"{where}.meta: must be an object (e.g. {{\"source\": \"AI\"}}), got {type(meta).__name__}",
+                      field=f"{where}.meta")
+    source = (meta or {}).get("source")
+    if source is not None and not isinstance(source, str):
+        raise Invalid(f"{where}.meta.source: must be a string such as \"AI\", \"prompt\" or \"human\", got "
+                      f"{source!r}", field=f"{where}.meta.source")
 
 
 def _fields(node: dict, is_root: bool) -> dict:

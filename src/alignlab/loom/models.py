@@ -45,9 +45,11 @@ def model_kind(name: str) -> str:
 class ModelRegistry:
     """Names in the order they were added; each model is loaded the first time it is used."""
 
-    def __init__(self, names: list[str], store=None):
+    def __init__(self, names: list[str], store=None, context_tokens: int = 4096):
         """``names``: the models the loom was started with. ``store``: where models added later
-        are kept (and read back from, so that a restart lists them again)."""
+        are kept (and read back from, so that a restart lists them again). ``context_tokens``:
+        the most tokens a model is given at once (see ``ModelSlot.window``)."""
+        self.context_tokens = context_tokens
         self._names: list[str] = []
         self._kinds: dict[str, str] = {}
         self._loaded: dict[str, object] = {}
@@ -109,7 +111,8 @@ class ModelRegistry:
 
             model, tokenizer = load_policy(name)
             model.eval()
-            self._loaded[name] = ModelSlot(name, model, tokenizer, self.describe(name)["colour"], self._kinds[name])
+            self._loaded[name] = ModelSlot(name, model, tokenizer, self.describe(name)["colour"], self._kinds[name],
+                                           self.context_tokens)
         return self._loaded[name]
 
     def reward(self, name: str):

@@ -37,6 +37,8 @@ class LoomSettings:
     host: str = "127.0.0.1"
     max_queued: int = 64
     load_models: bool = True  # False: serve the store only (no generation), e.g. for exports
+    context_tokens: int = 4096
+    """The most tokens a model is given at once: a longer path keeps its end (the node says how much was dropped)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -90,13 +92,14 @@ def create_app(settings: LoomSettings):
         app.state.worker.stop()
         app.state.store.close()
 
-    app = FastAPI(title="alignlab loom", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json",
+    app = FastAPI(title="alignlab loom", version="1", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   lifespan=lifespan)
     app.state.settings = settings
     app.state.store = Store.open(settings.db_url, settings.data_dir)
     app.state.worker = Worker(settings.max_queued)
     app.state.models = ModelRegistry(settings.models if settings.load_models else [],
-                                     app.state.store if settings.load_models else None)
+                                     app.state.store if settings.load_models else None,
+                                     context_tokens=settings.context_tokens)
     app.state.jobs = {}
 
     @app.exception_handler(LoomError)

@@ -10,6 +10,7 @@ loom's models (a policy generates beside the base model; a reward model scores n
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,7 +25,19 @@ from alignlab.loom.events import Invalid, NotFound
 from alignlab.loom.ids import new_id
 from alignlab.loom.store import Store
 
-PROGRESS = re.compile(r"(\d+)/(\d+) \[")
+PROGRESS = re.compile(r"(\d+)/(\d+) \[[^\]\r\n]*(?:step/s|s/step)")
+"""Optimizer steps in the training bar (unit 'step'), not the weight-loading or feature bars."""
+
+EXTRA = {
+    "reward": ("--lr", "--epochs", "--batch-size", "--weight-decay", "--warmup-steps", "--max-grad-norm", "--seed",
+               "--max-length", "--pooling", "--layer", "--standardize", "--label-noise", "--head-l2",
+               "--eval-fraction", "--early-stop", "--ensemble", "--lora-r", "--lora-alpha", "--last-layers"),
+    "dpo": ("--lr", "--epochs", "--batch-size", "--weight-decay", "--warmup-steps", "--max-grad-norm", "--seed",
+            "--max-length", "--loss", "--beta", "--label-noise", "--sft-weight", "--grad-accum", "--lora-r",
+            "--lora-alpha", "--add-eos"),
+}
+"""Options a loom may pass on to each training command (``extra``): its hyperparameters, not its
+files (--data, --out, --resume) or anything else on the machine."""
 
 
 @dataclass
@@ -60,6 +73,14 @@ class TrainRequest:
             raise Invalid("'max_steps' must be an integer from 1 to 100000", field="max_steps")
         if not all(isinstance(x, str) for x in self.extra):
             raise Invalid("'extra' must be a list of strings", field="extra")
+        for x in self.extra:
+            flag = x.split("=", 1)[0]
+            if flag.startswith("-") and flag not in EXTRA[self.kind]:
+                raise Invalid(f"'extra' passes {flag}, which a loom may not set for {self.kind} training; allowed: "
+                              f"{', '.join(EXTRA[self.kind])}", field="extra")
+        if self.extra and not self.extra[0].startswith("--"):
+            raise Invalid(f"'extra' must start with an option (e.g. ['--lr', '1e-4']), not {self.extra[0]!r}",
+                          field="extra")
 
 
 def _now() -> datetime:
@@ -101,7 +122,11 @@ def start(app, spec: TrainRequest, author: str) -> dict:
     job_id = new_id()
     folder = Path(app.state.settings.data_dir) / "jobs" / job_id
     folder.mkdir(parents=True, exist_ok=True)
-    command = prepare(store, spec, folder, base)
+    try:
+        command = prepare(store, spec, folder, base)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a refused request leaves nothing behind
+        raise
     at = _now()
     with store.engine.begin() as c:
         c.execute(t.jobs.insert().values(id=job_id, kind=spec.kind, state="running", progress=0.0, message="starting",

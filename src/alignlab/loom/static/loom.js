@@ -15,6 +15,12 @@ const $ = (id) => document.getElementById(id);
 
 function annotator() { return $("annotator").value.trim() || "anonymous"; }
 
+// An API error is already shown in the status line (api() below); a handler that does not catch
+// it must not leave an uncaught error on the page.
+window.addEventListener("unhandledrejection", (event) => {
+  if (event.reason && event.reason.shownToPerson) event.preventDefault();
+});
+
 async function api(path, options = {}) {
   const headers = {"X-Annotator": annotator(), ...(options.body ? {"Content-Type": "application/json"} : {})};
   const response = await fetch("/api" + path, {...options, headers: {...headers, ...(options.headers || {})}});
@@ -22,7 +28,9 @@ async function api(path, options = {}) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
     status(`${response.status}: ${detail}`, true);
-    throw new Error(detail);
+    const error = new Error(detail);
+    error.shownToPerson = true;
+    throw error;
   }
   return response;
 }
@@ -75,6 +83,7 @@ function children(id, archived = false) {
 }
 
 async function select(id) {
+  if (id !== state.current) $("multiverse").hidden = true;  // its blocks branch from the node it was opened on
   state.current = id;
   markSeen(id);
   const node = state.nodes.get(id);
@@ -197,7 +206,12 @@ async function renderReader() {
   });
   article.replaceChildren(...parts);
   const last = path.pressure[path.pressure.length - 1];
-  $("pressure").textContent = `selection ${last.selection_total.toFixed(1)} bits · intervention ${last.intervention_total.toFixed(1)} bits along this path (this node: ${last.selection_bits.toFixed(1)} / ${last.intervention_bits.toFixed(1)})`;
+  const here = path.nodes[path.nodes.length - 1];
+  const notes = [];
+  if (here.meta && here.meta.context_dropped) notes.push(`the model read only the end of this path: its first ${here.meta.context_dropped} tokens did not fit its window`);
+  if (here.finish_reason === "stop") notes.push("stopped by hand here");
+  if (here.finish_reason === "cancelled") notes.push("cancelled: the page that asked for it closed");
+  $("pressure").textContent = `selection ${last.selection_total.toFixed(1)} bits · intervention ${last.intervention_total.toFixed(1)} bits along this path (this node: ${last.selection_bits.toFixed(1)} / ${last.intervention_bits.toFixed(1)})` + notes.map((x) => ` · ${x}`).join("");
   renderChildren();
 }
 
@@ -264,8 +278,9 @@ function showAlternatives(node, index, ev) {
 const MULTIVERSE_HEIGHT = 260;
 
 async function nextTokens() {
-  const view = await getJSON(`/nodes/${state.current}/next-tokens?breadth=5&depth=2`);
   const from = state.current;
+  const view = await getJSON(`/nodes/${from}/next-tokens?breadth=5&depth=2`);
+  if (state.current !== from) return;  // the person moved on while the model worked
   const column = (items, path, mass) => {
     const shown = items.reduce((sum, t) => sum + t.probability, 0);
     return el("div", {class: "mv-col"}, ...items.map((t) => {
@@ -300,13 +315,21 @@ async function generate() {
   const decoder = new TextDecoder();
   const stopped = new Map();  // row -> [token index, characters] where the person hit stop
   const counts = Array.from({length: body.n}, () => [0, 0]);
+  let job = null;
+  const stopRow = (row, tokens) => job && api(`/generations/${job}/stop`, {method: "POST", body: JSON.stringify(
+    row === null ? {} : {row, tokens})}).catch(() => { /* it had ended: the saved text is what was shown */ });
   const live = Array.from({length: body.n}, (_, row) => {
     const text = el("span", {class: "stream-text"});
-    const stop = el("button", {class: "e-stop", title: "stop here: this continuation should have ended now"}, "■");
-    stop.addEventListener("click", () => { stopped.set(row, [...counts[row]]); stop.disabled = true; text.classList.add("stopped"); });
+    const stop = el("button", {class: "e-stop", title: "stop here: this continuation should have ended now (it is saved as shown)"}, "■");
+    stop.addEventListener("click", () => {
+      stopped.set(row, [...counts[row]]); stop.disabled = true; text.classList.add("stopped");
+      stopRow(row, counts[row][0]);
+    });
     return el("div", {class: "child streaming"}, stop, text);
   });
-  $("children").append(...live);
+  const cancel = el("button", {id: "gen-cancel", title: "stop generating: every continuation is saved as far as it got"}, "Stop generating");
+  cancel.addEventListener("click", () => { cancel.disabled = true; stopRow(null); });
+  $("children").append(cancel, ...live);
   let buffer = "";
   for (;;) {
     const {done, value} = await reader.read();
@@ -316,7 +339,7 @@ async function generate() {
     while ((cut = buffer.indexOf("\n")) >= 0) {
       const event = JSON.parse(buffer.slice(0, cut));
       buffer = buffer.slice(cut + 1);
-      if (event.type === "queued") status(`queued: position ${event.position}`);
+      if (event.type === "queued") { job = event.job || job; status(`queued: position ${event.position}`); }
       else if (event.type === "start") status("generating…");
       else if (event.type === "token") {
         if (!stopped.has(event.row)) live[event.row].querySelector(".stream-text").append(document.createTextNode(event.token.text));
@@ -324,8 +347,9 @@ async function generate() {
       }
       else if (event.type === "error") status(event.message, true);
       else if (event.type === "done") {
-        for (const [row, [index, chars]] of stopped) {
-          await feedback("stop", {token_index: index, char: chars}, event.nodes[row].id);
+        for (const [row, [index, chars]] of stopped) {  // the node ends where the person stopped it
+          const at = event.rows.indexOf(row);
+          if (at >= 0) await feedback("stop", {token_index: index, char: chars}, event.nodes[at].id);
         }
         status(`${event.nodes.length} continuations` + (stopped.size ? `, ${stopped.size} stopped` : ""));
         await openTree(state.tree.tree.id, state.current);
@@ -616,7 +640,10 @@ async function start() {
   $("bookmark").addEventListener("click", () => toggleFlag("bookmark"));
   $("archive").addEventListener("click", () => toggleFlag("archive"));
   $("add-tag").addEventListener("click", async () => { await send("POST", `/nodes/${state.current}/tags`, {tag: $("tag").value}); await openTree(state.tree.tree.id, state.current); });
-  $("send-critique").addEventListener("click", () => feedback("critique", {text: $("critique").value}));
+  $("send-critique").addEventListener("click", async () => {
+    await feedback("critique", {text: $("critique").value});
+    $("critique").value = "";
+  });
   $("search").addEventListener("keydown", (ev) => { if (ev.key === "Enter") search(ev.target.value); });
   $("rank").addEventListener("click", rankChildren);
   $("import-file").addEventListener("change", async (ev) => {
