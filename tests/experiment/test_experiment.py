@@ -135,3 +135,16 @@ def test_experiment_killed_between_stages_resumes_and_reports(tmp_path, capsys):
 def test_stop_after_names_a_stage(capsys):
     with pytest.raises(ValueError, match="the stages are prompts, vocabulary"):
         run_experiment(ExperimentConfig(profile="test", stop_after="nowhere"), progress=False)
+
+
+def test_a_gao_fit_through_as_many_points_as_coefficients_is_not_reported():
+    # Two coefficients through two points fit exactly (R² 1) and their "peak" is an
+    # extrapolation (a quick run once reported a peak at 6,219 nats): no fit is the honest answer.
+    from alignlab.experiment.summary import _fit
+
+    points = [{"kl": 2.6, "proxy": 0.5, "gold": 0.545}, {"kl": 8.2, "proxy": 1.2, "gold": 0.647}]
+    fit = _fit(points, 0.362, "rl")
+    assert "alpha" not in fit and "r2" not in fit and "says nothing" in fit["note"]
+    points.append({"kl": 14.0, "proxy": 1.5, "gold": 0.63})
+    fit = _fit(points, 0.362, "rl")
+    assert fit["points"] == 3 and "alpha" in fit and fit["r2"] < 1

@@ -118,7 +118,8 @@ def live_loom(tmp_path):
 
     app = create_app(LoomSettings(data_dir=tmp_path, models=["tiny"], annotator="tester"))
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=1))  # pages' live streams never end alone
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

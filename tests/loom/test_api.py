@@ -44,6 +44,8 @@ def test_trees_nodes_and_generation_stream(client):
     events = generate(client, tree["root_id"], n=3)
     kinds = [e["type"] for e in events]
     assert kinds[0] == "queued" and "start" in kinds and kinds[-1] == "done"
+    loading = [e for e in events if e["type"] == "status"]  # the first use loads the model: the page says so
+    assert len(loading) == 1 and "loading tiny" in loading[0]["message"]
     tokens = [e for e in events if e["type"] == "token"]
     assert {e["row"] for e in tokens} == {0, 1, 2}
     made = events[-1]["nodes"]
@@ -202,6 +204,7 @@ def test_bad_requests_get_4xx_with_the_field(client):
     assert client.post(f"/api/nodes/{tree['root_id']}/archive", json={"value": True}).status_code == 409
     assert client.post("/api/trees", json={"prompt": "x", "surprise": 1}).status_code == 422
     assert client.post("/api/import/loom", json={"nothing": 1}).status_code == 422
+    assert "status" not in [e["type"] for e in generate(client, tree["root_id"], n=1)]  # loaded now
 
 
 def test_models_queue_and_page(client):
@@ -432,3 +435,34 @@ def test_training_progress_reads_optimizer_steps_not_other_bars():
     assert PROGRESS.findall(log) == [("9", "20")]
     assert PROGRESS.findall("reward:   0%|          | 0/20 [00:00<?, ?step/s]") == [("0", "20")]
     assert PROGRESS.findall("dpo:  5%|5         | 1/20 [00:09<02:51,  9.02s/step]") == [("1", "20")]
+
+
+def test_a_live_tree_pushes_others_changes_and_who_is_on_it(live_loom):
+    # Server-sent events over a real HTTP server: a listener sees another annotator's new branch
+    # and judgement as they are written, and the presence list names both listeners.
+    import httpx
+
+    url, store = live_loom
+    tree = store.create_tree("Shared", "ann")
+    seen, presence = [], []
+    with httpx.Client(base_url=url, timeout=30) as ann, httpx.Client(base_url=url, timeout=30) as bob:
+        with ann.stream("GET", f"api/trees/{tree['id']}/live", params={"annotator": "ann"}) as stream_a, \
+                bob.stream("GET", f"api/trees/{tree['id']}/live", params={"annotator": "bob"}) as stream_b:
+            lines = stream_a.iter_lines()
+            made = bob.post(f"api/nodes/{tree['root_id']}/children", json={"text": " and then"},
+                            headers={"X-Annotator": "bob"}).json()
+            bob.post(f"api/trees/{tree['id']}/feedback", headers={"X-Annotator": "bob"},
+                     json={"kind": "thumb", "node_id": made["id"], "payload": {"value": "up"}})
+            deadline = time.time() + 20
+            for line in lines:
+                if line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    (presence if data["type"] == "presence" else seen).append(data)
+                if {e["kind"] for e in seen} >= {"write", "thumb"} and presence and \
+                        presence[-1]["annotators"] == ["ann", "bob"] or time.time() > deadline:
+                    break
+            assert stream_b.status_code == 200
+    assert [(e["kind"], e["author"], e["node_id"]) for e in seen] == [("write", "bob", made["id"]),
+                                                                      ("thumb", "bob", made["id"])]
+    assert presence[0]["annotators"] in (["ann"], ["ann", "bob"]) and presence[-1]["annotators"] == ["ann", "bob"]
+    assert httpx.get(url + "api/trees/nope/live").status_code == 404

@@ -259,3 +259,92 @@ def test_the_stop_buttons_end_generation_and_keep_exactly_what_was_shown(page, l
     (stop,) = store.events(tree["id"], kinds=["stop"])
     assert stop["node_id"] == first["id"] and stop["payload"]["token_index"] == len(first["tokens"])
     assert stop["payload"]["char"] == len(first["text"].encode("utf-16-le")) // 2  # the page counts UTF-16 units
+
+
+def test_outline_collapses_and_hoists_the_bar_keeps_what_you_set_and_judgements_show(page, live_loom, tree):
+    url, store = live_loom
+    root = tree["root_id"]
+    a, b = store.add_nodes(root, [{"text": " the sea"}, {"text": " the hill"}], "tester")
+    (deep,) = store.add_nodes(a["id"], [{"text": " was calm"}], "tester")
+    open_tree(page, url, tree["id"])
+    label = "#tree-view .label[data-id='%s']"
+    assert page.locator(label % deep["id"]).count() == 1
+    # collapse a: its child leaves the outline; expand again
+    twisty = f"#tree-view li:has(> .label[data-id='{a['id']}']) > button.twisty"
+    page.click(twisty)
+    page.wait_for_function(f"!document.querySelector(\"{label % deep['id']}\")")
+    page.click(twisty)
+    page.wait_for_selector(label % deep["id"])
+    # hoist a: the outline shows only its subtree; unhoist shows the whole tree
+    page.click(label % a["id"])
+    page.wait_for_function(f"window.loom.state.current === '{a['id']}'")
+    page.click("#hoist")
+    page.wait_for_function(f"!document.querySelector(\"{label % root}\")")
+    assert page.locator(label % b["id"]).count() == 0 and page.locator(label % deep["id"]).count() == 1
+    page.click("#unhoist")
+    page.wait_for_selector(label % root)
+    # the bar keeps what the person set while they move, until reset
+    page.fill("#gen-max", "7")
+    page.click(label % b["id"])
+    page.wait_for_function(f"window.loom.state.current === '{b['id']}'")
+    assert page.input_value("#gen-max") == "7" and "touched" in page.get_attribute("#gen-max", "class")
+    page.click("#bar-reset")
+    page.wait_for_function("document.querySelector('#gen-max').value === '48'")
+    # a thumb shows on the node, and on its card among its siblings
+    page.click("#thumb-up")
+    page.wait_for_function("document.querySelector('#judged-here').textContent.includes('👍')")
+    page.click(label % root)
+    page.wait_for_function(f"window.loom.state.current === '{root}'")
+    assert "👍" in page.inner_text(f"#children .child[data-id='{b['id']}'] .judged")
+    assert page.locator(f"#children .child[data-id='{a['id']}'] .judged").count() == 0
+
+
+def test_move_a_node_undo_an_archive_and_go_to_a_node_by_id(page, live_loom, tree):
+    url, store = live_loom
+    root = tree["root_id"]
+    a, b = store.add_nodes(root, [{"text": " the sea"}, {"text": " the hill"}], "tester")
+    open_tree(page, url, tree["id"], b["id"])
+    page.click("#move-node")  # pick b ...
+    page.click("#tree-view .label[data-id='%s']" % a["id"])  # ... its new parent ...
+    page.wait_for_function(f"window.loom.state.current === '{a['id']}'")
+    page.click("#move-node")  # ... move here
+    page.wait_for_function("document.querySelector('#status').textContent === 'moved'")
+    assert store.node(b["id"])["parent_id"] == a["id"]
+    # archive b, then undo it with z
+    page.keyboard.press("x")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('z to undo')")
+    assert store.node(b["id"])["archived"]
+    page.keyboard.press("z")
+    page.wait_for_function("document.querySelector('#status').textContent === 'archive undone'")
+    assert not store.node(b["id"])["archived"]
+    # the search box takes a node id's tail, as the feedback log shows it
+    page.click("#tree-view .label[data-id='%s']" % root)
+    page.fill("#search", b["id"][-6:])
+    page.press("#search", "Enter")
+    page.wait_for_function(f"window.loom.state.current === '{b['id']}'")
+
+
+def test_two_annotators_see_each_other_live(page, browser, browser_context_args, live_loom, tree):
+    import httpx
+
+    url, store = live_loom
+
+    def open_as(p, who):
+        p.goto(url + "static/favicon.svg")  # any page of the loom's origin: its localStorage
+        p.evaluate(f"localStorage.setItem('loom-annotator', '{who}')")
+        open_tree(p, url, tree["id"])
+
+    open_as(page, "ann")
+    other = browser.new_context(**browser_context_args)
+    try:
+        bob = other.new_page()
+        open_as(bob, "bob")
+        page.wait_for_function("document.querySelector('#presence').textContent === 'on this tree: ann, bob'")
+        made = httpx.post(url + f"api/nodes/{tree['root_id']}/children", json={"text": " and the gulls"},
+                          headers={"X-Annotator": "bob"}).json()
+        # ann's page shows bob's branch without a reload
+        page.wait_for_selector(f"#children .child[data-id='{made['id']}']")
+        assert "bob: write" in page.inner_text("#status")
+    finally:
+        other.close()
+    page.wait_for_function("document.querySelector('#presence').textContent === ''")

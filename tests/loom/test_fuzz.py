@@ -30,7 +30,9 @@ def api_schema(tmp_path_factory):
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_no_request_gets_a_server_error(api_schema, mode):
     """Positive: requests that follow the schema; negative: requests that break it."""
-    operations = [result.ok() for result in api_schema.get_all_operations()]
+    # /live streams server-sent events until the client leaves: test_api.py covers it
+    operations = [op for op in (result.ok() for result in api_schema.get_all_operations())
+                  if not op.path.endswith("/live")]
     assert len(operations) >= 30  # every route is in the schema
     fuzzed = 0
     for operation in operations:

@@ -215,3 +215,60 @@ def test_twenty_concurrent_writers_lose_no_event(store):
     assert errors == []
     assert store.count_events() == before + 200
     assert len({e["author"] for e in store.events(tree["id"], kinds=["compare"])}) == 20
+
+
+def test_a_node_moves_with_its_subtree_within_its_tree_and_never_under_itself(store):
+    from alignlab.loom.events import Conflict, Invalid
+
+    tree = store.create_tree("Once", "ann")
+    a, b = store.add_nodes(tree["root_id"], [{"text": " a"}, {"text": " b"}], "ann")
+    (a1,) = store.add_nodes(a["id"], [{"text": " a1"}], "ann")
+    moved = store.move(a["id"], b["id"], "ann")
+    assert moved["parent_id"] == b["id"] and store.node(a1["id"])["parent_id"] == a["id"]
+    assert store.text_of(a1["id"]) == "Once b a a1"
+    (event,) = store.events(tree["id"], kinds=["move"])
+    assert event["payload"] == {"from": tree["root_id"], "to": b["id"]} and event["author"] == "ann"
+    with pytest.raises(Invalid, match="own subtree"):
+        store.move(a["id"], a1["id"], "ann")
+    with pytest.raises(Invalid, match="own subtree"):
+        store.move(a["id"], a["id"], "ann")
+    with pytest.raises(Conflict, match="root"):
+        store.move(tree["root_id"], a["id"], "ann")
+    other = store.create_tree("Elsewhere", "ann")
+    with pytest.raises(Invalid, match="another tree"):
+        store.move(a["id"], other["root_id"], "ann")
+    assert store.node(a["id"])["parent_id"] == b["id"]  # refused moves changed nothing
+    assert len(store.events(tree["id"], kinds=["move"])) == 1
+
+
+def test_loomsidian_notes_import_as_trees_with_their_text_structure_and_fields(store):
+    from alignlab.loom.events import Invalid
+    from alignlab.loom.loomjson import import_loomsidian
+
+    note = {"current": "c", "hoisted": [], "searchTerm": "", "generating": None, "nodes": {
+        "r": {"text": "Once upon a time", "parentId": None, "collapsed": False, "unread": False, "bookmarked": False},
+        "a": {"text": " there was", "parentId": "r", "collapsed": False, "unread": True, "bookmarked": True,
+              "lastVisited": 1700000000000},
+        "b": {"text": " a fox", "parentId": "a", "collapsed": False, "unread": False, "bookmarked": False},
+        "c": {"text": " the sea", "parentId": "r", "collapsed": True, "unread": False, "bookmarked": False}}}
+    data = {"settings": {"n": 3}, "state": {"stories/fox.md": note, "other.md": {
+        "current": "x", "hoisted": [], "nodes": {"x": {"text": "One", "parentId": None},
+                                                 "y": {"text": "Two", "parentId": None}}}}}
+    trees = import_loomsidian(store, data, "ann")
+    assert [t["title"] for t in trees] == ["fox", "other (1 of 2)", "other (2 of 2)"]
+    nodes = {n["meta"]["loomsidian"]["id"]: n for n in store.tree_nodes(trees[0]["id"])}
+    assert store.text_of(nodes["b"]["id"]) == "Once upon a time there was a fox"
+    assert nodes["r"]["source"] == "prompt" and nodes["a"]["source"] == "model"
+    assert nodes["a"]["meta"]["loomsidian"]["bookmarked"] is True and nodes["c"]["parent_id"] == nodes["r"]["id"]
+    assert store.tree(trees[0]["id"])["meta"]["loomsidian"]["current"] == "c"
+    # bad input names where it is, and nothing is written
+    before = len(store.trees())
+    broken = {"nodes": {"r": {"text": "x", "parentId": None}, "a": {"text": 3, "parentId": "r"}}}
+    with pytest.raises(Invalid, match=r"nodes\['a'\]\.text"):
+        import_loomsidian(store, broken, "ann")
+    with pytest.raises(Invalid, match="is not a node"):
+        import_loomsidian(store, {"nodes": {"a": {"text": "x", "parentId": "zz"}}}, "ann")
+    with pytest.raises(Invalid, match="no root"):
+        import_loomsidian(store, {"nodes": {"a": {"text": "x", "parentId": "b"}, "b": {"text": "y", "parentId": "a"}}},
+                          "ann")
+    assert len(store.trees()) == before

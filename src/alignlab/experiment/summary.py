@@ -21,6 +21,11 @@ def _fit(points: list[dict], reference_gold: float, form: str) -> dict:
         fit = fit_gao(d, [p["gold"] - reference_gold for p in points], form)
     except ValueError as err:
         fit, note = None, str(err)
+    if fit is not None and fit.points <= 2:
+        # Two coefficients through two points: any curve of the form fits exactly (R² 1), and
+        # its peak is an extrapolation (once 6,219 nats): report no fit rather than a false one.
+        fit, note = None, (f"only {fit.points} points with KL > 0 for 2 coefficients: every curve of this form "
+                           "passes through them, so the fit says nothing (no R², no peak)")
     flags = past_peak_flags(d, [p["proxy"] for p in points], [p["gold"] for p in points], fit) if points else []
     for p, flag in zip(points, flags):
         p["past_peak"] = flag

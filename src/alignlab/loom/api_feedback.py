@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
-from fastapi.responses import Response
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 
 from alignlab.loom.api_trees import Strict, author, store
 from alignlab.loom.events import FEEDBACK, Invalid
+from alignlab.loom.ids import new_id
 from alignlab.loom.store import Store
 
 router = APIRouter()
@@ -34,6 +37,47 @@ def list_events(tree_id: str, s: Store = Depends(store),
                 kind: Annotated[list[str] | None, Query()] = None, annotator: str | None = None) -> list[dict]:
     s.tree(tree_id)
     return s.events(tree_id, kinds=kind, author=annotator)
+
+
+LIVE_POLL_S = 0.5
+LIVE_PING_S = 15.0
+
+
+@router.get("/trees/{tree_id}/live")
+async def live(tree_id: str, request: Request, s: Store = Depends(store),
+               annotator: Annotated[str, Query(max_length=200)] = "") -> StreamingResponse:
+    """Server-sent events for a tree: every event written to it from now on (by anyone, as
+    ``data: {event}``) and who is on the tree (``data: {"type": "presence", "annotators": [...]}``)
+    whenever that changes. A page keeps it open to see others' branches and judgements as they
+    are made. ``annotator`` names the listener in the presence list (default: the loom's)."""
+    await run_in_threadpool(s.tree, tree_id)  # 404 for an unknown tree, before the stream starts
+    name = annotator.strip() or request.app.state.settings.annotator
+    presence = request.app.state.presence
+    after = new_id()  # ids sort by time: the events written from now on follow this one
+
+    async def stream():
+        nonlocal after
+        presence[tree_id][name] += 1
+        shown, idle = None, 0.0
+        try:
+            while True:
+                here = sorted(n for n, k in presence[tree_id].items() if k > 0)
+                if here != shown:
+                    shown = here
+                    yield f"data: {json.dumps({'type': 'presence', 'annotators': here})}\n\n"
+                new = await run_in_threadpool(s.events, tree_id, None, None, after, 200)
+                for event in new:
+                    after = event["id"]
+                    yield f"data: {json.dumps({'type': 'event', **event}, default=str)}\n\n"
+                idle = 0.0 if new else idle + LIVE_POLL_S
+                if idle >= LIVE_PING_S:
+                    idle = 0.0
+                    yield ": ping\n\n"  # keeps proxies from closing a quiet stream
+                await asyncio.sleep(LIVE_POLL_S)
+        finally:
+            presence[tree_id][name] -= 1
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/feedback-kinds")
@@ -109,6 +153,16 @@ def export_loom(tree_id: str, s: Store = Depends(store)) -> Response:
     doc = export_tree(s, tree_id)
     return Response(json.dumps(doc, ensure_ascii=False, indent=1), media_type="application/json",
                     headers={"Content-Disposition": f'attachment; filename="{tree_id}.json"'})
+
+
+@router.post("/import/loomsidian", status_code=201)
+def import_loomsidian_file(document: Annotated[dict[str, Any], Body()], s: Store = Depends(store),
+                           who: str = Depends(author), title: Annotated[str, Query(max_length=500)] = "") -> dict:
+    """Trees from Loomsidian (the Obsidian plugin): a note's state, or its data.json (every note);
+    one tree per root node."""
+    from alignlab.loom.loomjson import import_loomsidian
+
+    return {"trees": import_loomsidian(s, document, who, title=title)}
 
 
 @router.post("/import/loom", status_code=201)

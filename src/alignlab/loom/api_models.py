@@ -103,6 +103,9 @@ def generate_children(node_id: str, body: Generate, request: Request, s: Store =
                           steering=settings.get("steering"))
 
     def run(job):
+        if not registry.describe(name)["loaded"]:
+            job.emit({"type": "status", "message": f"loading {name} (its first use; the embedded model is converted "
+                                                   "from GGUF once, about a minute, then cached)"})
         slot = registry.slot(name)
         rows = generate(slot, prompt, req, job)
         children = [{"text": r["text"], "source": "model", "model": name, "settings": req.settings(),

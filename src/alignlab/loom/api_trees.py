@@ -179,6 +179,16 @@ def split(node_id: str, body: At, s: Store = Depends(store), who: str = Depends(
     return s.split(node_id, body.at, who)
 
 
+class Move(Strict):
+    parent_id: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+@router.post("/nodes/{node_id}/move")
+def move(node_id: str, body: Move, s: Store = Depends(store), who: str = Depends(author)) -> dict:
+    """Move the node, with its subtree, under another node of the same tree."""
+    return s.move(node_id, body.parent_id, who)
+
+
 @router.post("/nodes/{node_id}/merge")
 def merge(node_id: str, s: Store = Depends(store), who: str = Depends(author)) -> dict:
     return s.merge(node_id, who)

@@ -62,7 +62,7 @@ class LoomExportConfig(StoreOptions):
 @dataclass
 class LoomImportConfig(StoreOptions):
     file: Path = field(default=Path(), metadata={"positional": True})
-    """A tree file in the original Loom's JSON format."""
+    """A tree file in the original Loom's JSON format, or Loomsidian's (a note's state, or the plugin's data.json: one tree per root)."""
     title: str = ""
     """The tree's title (default: its first line)."""
     annotator: str = ""
@@ -137,14 +137,18 @@ def run_export(config: LoomExportConfig) -> int:
 
 
 def run_import(config: LoomImportConfig) -> int:
-    from alignlab.loom.loomjson import import_tree, read_loom_file
+    from alignlab.loom.loomjson import import_loomsidian, import_tree, is_loomsidian, read_loom_file
 
     if not config.file.is_file():
-        raise FileNotFoundError(f"{config.file}: no such file; give a Loom JSON tree file")
+        raise FileNotFoundError(f"{config.file}: no such file; give a Loom JSON tree file or a Loomsidian file")
     store = config.open_store()
-    tree = import_tree(store, read_loom_file(config.file), config.annotator or _default_annotator(), title=config.title)
-    count = len(store.tree_nodes(tree["id"]))
-    print(f"imported {config.file} as tree {tree['id']} ({count} nodes)")
+    who = config.annotator or _default_annotator()
+    data = read_loom_file(config.file)
+    trees = import_loomsidian(store, data, who, title=config.title) if is_loomsidian(data) else \
+        [import_tree(store, data, who, title=config.title)]
+    for tree in trees:
+        count = len(store.tree_nodes(tree["id"]))
+        print(f"imported {config.file} as tree {tree['id']} '{tree['title']}' ({count} nodes)")
     return 0
 
 
@@ -170,5 +174,6 @@ LOOM = Command("loom", "the loom: steer a base model by hand in a web app, recor
                LoomConfig, run_serve)
 LOOM_EXPORT = Command("loom export", "export what the loom recorded as datasets (or Loom JSON)",
                       LoomExportConfig, run_export)
-LOOM_IMPORT = Command("loom import", "import a tree from the original Loom's JSON format", LoomImportConfig, run_import)
+LOOM_IMPORT = Command("loom import", "import trees from the original Loom's JSON or from Loomsidian", LoomImportConfig,
+                      run_import)
 LOOM_TRAIN = Command("loom train", "train a reward model or DPO on the loom's feedback", LoomTrainConfig, run_train)

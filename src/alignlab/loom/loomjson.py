@@ -32,8 +32,9 @@ def read_loom_file(path: Path) -> dict:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise Invalid(f"{path}: line {err.lineno}: not JSON ({err.msg})", field="file") from None
-    if not isinstance(data, dict) or not isinstance(data.get("root"), dict):
-        raise Invalid(f"{path}: a Loom tree file is an object with a 'root' node", field="root")
+    if not isinstance(data, dict) or not (isinstance(data.get("root"), dict) or is_loomsidian(data)):
+        raise Invalid(f"{path}: neither a Loom tree file (an object with a 'root' node) nor a Loomsidian file (a "
+                      "note state with 'nodes', or the plugin's data.json with 'state')", field="root")
     return data
 
 
@@ -133,3 +134,84 @@ def _default(node: dict) -> bool:
     return node["source"] == ("prompt" if node["parent_id"] is None else "model")
 
 
+
+
+# --- Loomsidian (the Obsidian plugin) -----------------------------------------------------------
+#
+# Loomsidian keeps each note's tree as a flat map: {"current": id, "hoisted": [ids], "nodes":
+# {id: {"text", "parentId", "collapsed", "unread", "bookmarked", "lastVisited", ...}}}; its
+# data.json holds {"settings": ..., "state": {note path: that map}}. A node's text is its own
+# segment (the full text is the path's concatenation), as in Loom. Loomsidian records no
+# source: a root is taken as the prompt and every other node as model text; its own fields are
+# kept in meta["loomsidian"].
+
+
+def is_loomsidian(data: Any) -> bool:
+    """Whether ``data`` is a Loomsidian note state or a Loomsidian data.json."""
+    if not isinstance(data, dict):
+        return False
+    if isinstance(data.get("nodes"), dict):
+        return True
+    state = data.get("state")
+    return isinstance(state, dict) and bool(state) and all(isinstance(v, dict) and isinstance(v.get("nodes"), dict)
+                                                          for v in state.values())
+
+
+def import_loomsidian(store: Store, data: dict, author: str, title: str = "") -> list[dict]:
+    """Add the trees of a Loomsidian note state (or of every note in a data.json): one tree per
+    root node, each all or nothing; returns the new trees."""
+    if not is_loomsidian(data):
+        raise Invalid("a Loomsidian file is a note state with a 'nodes' object, or a data.json with a 'state' object "
+                      "of note states", field="nodes")
+    notes = {"": data} if isinstance(data.get("nodes"), dict) else data["state"]
+    plans = []
+    for note, state in notes.items():  # check every note before writing any
+        where = f"state[{note!r}]" if note else "nodes"
+        plans += _loomsidian_trees(state, where, title or Path(note).stem if note else title)
+    return [store.insert_tree(root, nodes, author, title=name, meta=meta) for root, nodes, name, meta in plans]
+
+
+def _loomsidian_trees(state: dict, where: str, title: str) -> list[tuple[dict, list[dict], str, dict]]:
+    nodes = state["nodes"]
+    kids: dict[str | None, list[str]] = {}
+    for node_id, node in nodes.items():
+        place = f"{where}.nodes[{node_id!r}]" if where != "nodes" else f"nodes[{node_id!r}]"
+        if not isinstance(node, dict):
+            raise Invalid(f"{place}: a node must be an object", field=place)
+        if not isinstance(node.get("text", ""), str):
+            raise Invalid(f"{place}.text: must be a string", field=f"{place}.text")
+        parent = node.get("parentId")
+        if parent is not None and parent not in nodes:
+            raise Invalid(f"{place}.parentId: {parent!r} is not a node of this note", field=f"{place}.parentId")
+        kids.setdefault(parent, []).append(node_id)
+    roots = kids.get(None, [])
+    if not roots:
+        raise Invalid(f"{where}: no root node (every node has a parentId): a tree needs one node without a parent",
+                      field=where)
+    plans = []
+    for k, root_id in enumerate(roots):
+        order, seen, queue = [], {root_id}, [root_id]
+        while queue:  # breadth first: parents before children
+            parent = queue.pop(0)
+            for child in kids.get(parent, []):
+                if child in seen:
+                    raise Invalid(f"{where}: node {child!r} is its own ancestor", field=where)
+                seen.add(child)
+                order.append(child)
+                queue.append(child)
+
+        def fields(node_id: str, source: str) -> dict:
+            node = nodes[node_id]
+            own = {key: value for key, value in node.items() if key not in ("text", "parentId")}
+            return {"key": node_id, "text": node.get("text", ""), "source": source,
+                    "meta": {"loomsidian": {"id": node_id, **own}}}
+
+        root = fields(root_id, "prompt")
+        children = [{**fields(n, "model"), "parent": nodes[n]["parentId"]} for n in order]
+        name = title if len(roots) == 1 else f"{title or 'Loomsidian'} ({k + 1} of {len(roots)})"
+        meta = {"loomsidian": {key: value for key, value in state.items() if key != "nodes"}}
+        plans.append((root, children, name, meta))
+    unreached = set(nodes) - {n for _, c, _, _ in plans for n in [x["key"] for x in c]} - set(roots)
+    if unreached:
+        raise Invalid(f"{where}: nodes {sorted(unreached)[:5]} hang off a cycle and reach no root", field=where)
+    return plans

@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import os
 import secrets
+from collections import Counter, defaultdict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,7 @@ def create_app(settings: LoomSettings):
                                      app.state.store if settings.load_models else None,
                                      context_tokens=settings.context_tokens)
     app.state.jobs = {}
+    app.state.presence = defaultdict(Counter)  # tree id -> annotator -> open live streams
 
     @app.exception_handler(LoomError)
     async def loom_error(request: Request, err: LoomError):
@@ -168,7 +170,9 @@ def serve(settings: LoomSettings, port: int = 8765) -> None:
     app = create_app(settings)
     where = f"http://{settings.host}:{port}/" + (f"?token={settings.token}" if settings.token else "")
     print(f"alignlab loom: serving {where} (data in {settings.db_url or settings.data_dir})", flush=True)
-    uvicorn.run(app, host=settings.host, port=port, log_level="warning")
+    # Open pages hold live streams that never end by themselves: on Ctrl+C, wait 2 s for
+    # responses to finish, then cancel them (a running generation saves what it has written).
+    uvicorn.run(app, host=settings.host, port=port, log_level="warning", timeout_graceful_shutdown=2)
 
 
 def new_token() -> str:

@@ -330,6 +330,27 @@ class Store:
             self._event(c, node["tree_id"], node_id, "split", author, {"at": at_char, "tail": tail_id})
         return self.node(tail_id)
 
+    def move(self, node_id: str, parent_id: str, author: str) -> dict:
+        """Give a node, with its subtree, another parent in the same tree (logged with where it
+        was, so it can be moved back). Judgements already given keep the text they were made on
+        (events store it); intervention bits stay those of the context they were computed in."""
+        with self.engine.begin() as c:
+            node = self._node_row(c, node_id)
+            if node["parent_id"] is None:
+                raise Conflict("the root cannot move; start a new tree from its text instead", field="id")
+            if not isinstance(parent_id, str):
+                raise Invalid("'parent_id' must be a node id", field="parent_id")
+            target = _row(c.execute(sa.select(t.nodes).where(t.nodes.c.id == parent_id)).first(), "node", parent_id)
+            if target["tree_id"] != node["tree_id"]:
+                raise Invalid(f"node {parent_id} is in another tree; a node moves within its tree", field="parent_id")
+            if any(a["id"] == node_id for a in self._ancestry(c, parent_id)):
+                raise Invalid(f"node {parent_id} is {node_id} itself or below it: a node cannot move under its own "
+                              "subtree", field="parent_id")
+            if node["parent_id"] != parent_id:
+                c.execute(t.nodes.update().where(t.nodes.c.id == node_id).values(parent_id=parent_id, updated_at=now()))
+                self._event(c, node["tree_id"], node_id, "move", author, {"from": node["parent_id"], "to": parent_id})
+        return self.node(node_id)
+
     def merge(self, node_id: str, author: str) -> dict:
         """Join a node with its only child: the node takes the child's text and children; the
         child is archived (never deleted: events may name it)."""
@@ -465,9 +486,14 @@ class Store:
         return {"prompt": "".join(n["text"] for n in path[:-1]), "text": path[-1]["text"]}
 
     def events(self, tree_id: str | None = None, kinds: Iterable[str] | None = None,
-               author: str | None = None) -> list[dict]:
-        """The log in the order it was written, optionally for one tree, some kinds, one author."""
+               author: str | None = None, after: str | None = None, limit: int | None = None) -> list[dict]:
+        """The log in the order it was written, optionally for one tree, some kinds, one author,
+        only those written after the event ``after`` (ids sort by time), at most ``limit``."""
         query = sa.select(t.events).order_by(t.events.c.id)
+        if after is not None:
+            query = query.where(t.events.c.id > after)
+        if limit is not None:
+            query = query.limit(limit)
         if tree_id is not None:
             query = query.where(t.events.c.tree_id == tree_id)
         if kinds is not None:

@@ -73,9 +73,59 @@ async function openTree(treeId, nodeId) {
     if (!state.kids.has(n.parent_id)) state.kids.set(n.parent_id, []);
     state.kids.get(n.parent_id).push(n.id);
   }
+  await loadJudged();
   renderExports();
   renderEvents();
+  goLive(treeId);
   await select(nodeId && state.nodes.has(nodeId) ? nodeId : (state.current && state.nodes.has(state.current) ? state.current : state.tree.tree.root_id));
+}
+
+// Live shared trees: the server pushes every event written to this tree; others' changes
+// reload the tree in place (your selection kept), and the header shows who is on it.
+const STRUCTURE = new Set(["write", "generate", "continue", "edit", "split", "merge", "move", "archive", "unarchive",
+                           "bookmark", "unbookmark", "tag", "untag", "note", "settings", "import"]);
+let liveReload = null;
+
+function goLive(treeId) {
+  if (state.live && state.live.tree === treeId && state.live.who === annotator()) return;
+  if (state.live) state.live.source.close();
+  const source = new EventSource(`/api/trees/${treeId}/live?annotator=${encodeURIComponent(annotator())}`);
+  state.live = {tree: treeId, who: annotator(), source};
+  source.onmessage = (message) => {
+    const data = JSON.parse(message.data);
+    if (data.type === "presence") {
+      $("presence").textContent = data.annotators.length > 1 ? `on this tree: ${data.annotators.join(", ")}` : "";
+      return;
+    }
+    if (data.author === annotator() || state.tree.tree.id !== treeId) return;  // our own, already shown
+    status(`${data.author}: ${data.kind}`);
+    if (STRUCTURE.has(data.kind)) {
+      clearTimeout(liveReload);  // a burst of events reloads once
+      liveReload = setTimeout(() => openTree(treeId, state.current), 300);
+    } else {
+      loadJudged().then(renderChildren);
+      renderEvents();
+    }
+  };
+}
+
+// Your latest thumb and rating of each node, shown on it (others' are in the feedback log).
+async function loadJudged() {
+  const events = await getJSON(`/trees/${state.tree.tree.id}/events?kind=thumb&kind=rating&annotator=${encodeURIComponent(annotator())}`);
+  state.judged = new Map();
+  for (const e of events) {
+    const mark = state.judged.get(e.node_id) || {};
+    mark[e.kind] = e.payload.value;
+    state.judged.set(e.node_id, mark);
+  }
+}
+
+function judgedMark(id) {
+  const mark = (state.judged && state.judged.get(id)) || {};
+  const parts = [];
+  if (mark.thumb) parts.push(mark.thumb === "up" ? "👍" : "👎");
+  if (mark.rating !== undefined) parts.push(`★${mark.rating}`);
+  return parts.length ? el("span", {class: "judged", title: "your latest thumb / rating of this node"}, parts.join(" ")) : "";
 }
 
 function children(id, archived = false) {
@@ -109,26 +159,58 @@ function markSeen(id) {
   localStorage.setItem(key, JSON.stringify([...ids]));
 }
 
+// Outline state kept per tree in this browser: collapsed nodes and the hoisted one (the outline
+// shows only its subtree).
+const viewKey = () => `alignlab-loom-view-${state.tree.tree.id}`;
+function outlineView() {
+  const v = JSON.parse(localStorage.getItem(viewKey()) || "{}");
+  return {collapsed: new Set(v.collapsed || []), hoist: v.hoist && state.nodes.has(v.hoist) ? v.hoist : null};
+}
+function saveOutlineView(v) {
+  localStorage.setItem(viewKey(), JSON.stringify({collapsed: [...v.collapsed], hoist: v.hoist}));
+  renderTree();
+}
+function toggleCollapsed(id) {
+  const v = outlineView();
+  if (v.collapsed.has(id)) v.collapsed.delete(id); else v.collapsed.add(id);
+  saveOutlineView(v);
+}
+function hoist(id) {
+  const v = outlineView();
+  v.hoist = id && id !== state.tree.tree.root_id ? id : null;
+  saveOutlineView(v);
+  status(v.hoist ? "outline hoisted to this node (unhoist to see the whole tree)" : "whole tree");
+}
+
 function renderTree() {
   if (!$("graph-view").hasAttribute("hidden")) renderGraph();
   const read = seen();
-  const root = state.tree.tree.root_id;
+  const view = outlineView();
+  // the selected node is always visible: its ancestors open
+  for (let id = state.nodes.get(state.current)?.parent_id; id; id = state.nodes.get(id)?.parent_id) view.collapsed.delete(id);
+  const root = view.hoist || state.tree.tree.root_id;
+  $("unhoist").hidden = !view.hoist;
   const outline = el("ul", {class: "outline"});
-  const walk = (id, into, depth) => {
+  const walk = (id, into) => {
     const n = state.nodes.get(id);
     const kids = children(id);
+    const closed = view.collapsed.has(id);
+    const twisty = kids.length
+      ? el("button", {class: "twisty", title: closed ? "expand" : "collapse", "aria-expanded": String(!closed),
+                      onclick: () => toggleCollapsed(id)}, closed ? "▸" : "▾")
+      : el("span", {class: "twisty"}, "");
     const label = el("span", {class: `label src-${n.source}` + (id === state.current ? " current" : "") + (n.bookmarked ? " bookmarked" : "") + (read.has(id) ? "" : " unread"),
-                              dataset: {id}, onclick: () => select(id)},
+                              dataset: {id}, title: n.text.trim().slice(0, 300), onclick: () => select(id)},
                      (n.text.trim().slice(0, 40) || "(empty)") + (kids.length ? ` [${kids.length}]` : ""));
-    const item = el("li", {}, label);
+    const item = el("li", {}, twisty, label);
     into.append(item);
-    if (kids.length && depth < 60) {
+    if (kids.length && !closed) {
       const sub = el("ul");
       item.append(sub);
-      for (const k of kids) walk(k, sub, depth + 1);
+      for (const k of kids) walk(k, sub);
     }
   };
-  walk(root, outline, 0);
+  walk(root, outline);
   $("tree-view").replaceChildren(outline);
 }
 
@@ -207,6 +289,7 @@ async function renderReader() {
   article.replaceChildren(...parts);
   const last = path.pressure[path.pressure.length - 1];
   const here = path.nodes[path.nodes.length - 1];
+  $("judged-here").replaceChildren(judgedMark(here.id));
   const notes = [];
   if (here.meta && here.meta.context_dropped) notes.push(`the model read only the end of this path: its first ${here.meta.context_dropped} tokens did not fit its window`);
   if (here.finish_reason === "stop") notes.push("stopped by hand here");
@@ -241,7 +324,7 @@ function renderChildren() {
     tick.addEventListener("change", () => toggleCompare(id, tick.checked));
     const text = el("div", {class: "child-text", onclick: () => openChild(id)}, n.text || "(empty)");
     const up = el("button", {class: "up", title: "move up", onclick: () => moveUp(id)}, "▲");
-    const card = el("div", {class: `child src-${n.source}`, dataset: {id}}, el("span", {class: "rank"}, `${i + 1}`), up, tick, text);
+    const card = el("div", {class: `child src-${n.source}`, dataset: {id}}, el("span", {class: "rank"}, `${i + 1}`), up, tick, judgedMark(id), text);
     if (model) card.style.borderLeftColor = model.colour;
     return card;
   }));
@@ -341,6 +424,7 @@ async function generate() {
       buffer = buffer.slice(cut + 1);
       if (event.type === "queued") { job = event.job || job; status(`queued: position ${event.position}`); }
       else if (event.type === "start") status("generating…");
+      else if (event.type === "status") status(event.message);
       else if (event.type === "token") {
         if (!stopped.has(event.row)) live[event.row].querySelector(".stream-text").append(document.createTextNode(event.token.text));
         counts[event.row] = [event.index + 1, counts[event.row][1] + event.token.text.length];
@@ -402,6 +486,13 @@ async function saveEditor(asSibling) {
 
 async function feedback(kind, payload, nodeId = state.current) {
   await send("POST", `/trees/${state.tree.tree.id}/feedback`, {kind, node_id: nodeId, payload});
+  if (kind === "thumb" || kind === "rating") {
+    const mark = state.judged.get(nodeId) || {};
+    mark[kind] = payload.value;
+    state.judged.set(nodeId, mark);
+    renderChildren();
+    $("judged-here").replaceChildren(judgedMark(nodeId));
+  }
   status(`recorded ${kind}`);
 }
 
@@ -532,17 +623,43 @@ function barSettings() {
 
 async function keepBranchSettings() {
   await send("PUT", `/nodes/${state.current}/settings`, barSettings());
+  localStorage.removeItem(barKey());  // now the branch's own settings
+  markBar();
   status("settings kept for this branch");
+}
+
+// The bar shows the selected node's settings (defaults, the tree's, its branch's), except the
+// fields the person changed: those stay as set while they move about the tree (kept per tree in
+// this browser, marked, until "reset" or "Keep for this branch").
+const BAR = ["gen-n", "gen-max", "gen-temp", "gen-top-p", "gen-seed", "gen-stop"];
+const barKey = () => `alignlab-loom-bar-${state.tree.tree.id}`;
+const barTouched = () => JSON.parse(localStorage.getItem(barKey()) || "{}");
+
+function touchBar(id) {
+  const touched = barTouched();
+  touched[id] = $(id).value;
+  localStorage.setItem(barKey(), JSON.stringify(touched));
+  markBar();
+}
+
+function markBar() {
+  const touched = barTouched();
+  for (const id of BAR) $(id).classList.toggle("touched", id in touched);
+  $("bar-reset").hidden = !Object.keys(touched).length;
+}
+
+async function resetBar() {
+  localStorage.removeItem(barKey());
+  await showSettings();
 }
 
 async function showSettings() {
   const s = await getJSON(`/nodes/${state.current}/settings`);
-  $("gen-n").value = s.n;
-  $("gen-max").value = s.max_tokens;
-  $("gen-temp").value = s.temperature;
-  $("gen-top-p").value = s.top_p;
-  $("gen-seed").value = s.seed ?? "";
-  $("gen-stop").value = (s.stop || []).map((x) => x.replace(/\n/g, "\\n")).join("|");
+  const shown = {"gen-n": s.n, "gen-max": s.max_tokens, "gen-temp": s.temperature, "gen-top-p": s.top_p,
+                 "gen-seed": s.seed ?? "", "gen-stop": (s.stop || []).map((x) => x.replace(/\n/g, "\\n")).join("|")};
+  const touched = barTouched();
+  for (const id of BAR) $(id).value = id in touched ? touched[id] : shown[id];
+  markBar();
 }
 
 // --- navigation ---------------------------------------------------------------------------------
@@ -588,7 +705,7 @@ document.addEventListener("keydown", async (ev) => {
   const actions = {g: generate, i: () => openEditor("write"), e: () => openEditor("edit"), p: nextTokens,
                    b: () => toggleFlag("bookmark"), x: () => toggleFlag("archive"),
                    "+": () => feedback("thumb", {value: "up"}), "-": () => feedback("thumb", {value: "down"}),
-                   "/": () => $("search").focus()};
+                   "/": () => $("search").focus(), z: undoArchive, Escape: () => { cancelMove(); status(""); }};
   if (actions[ev.key]) { ev.preventDefault(); await actions[ev.key](); }
 });
 
@@ -597,12 +714,50 @@ async function toggleFlag(flag) {
   const value = flag === "bookmark" ? !node.bookmarked : !node.archived;
   await send("POST", `/nodes/${state.current}/${flag}`, {value});
   await openTree(state.tree.tree.id, flag === "archive" && value ? node.parent_id : state.current);
+  if (flag === "archive" && value) {
+    state.lastArchived = node.id;
+    status("archived (hidden, never deleted) · z to undo");
+  }
+}
+
+async function undoArchive() {
+  if (!state.lastArchived) { status("nothing to undo"); return; }
+  const id = state.lastArchived;
+  state.lastArchived = null;
+  await send("POST", `/nodes/${id}/archive`, {value: false});
+  await openTree(state.tree.tree.id, id);
+  status("archive undone");
 }
 
 async function search(query) {
+  // a node id (or its last 6+ characters, as the feedback log shows them) goes to that node
+  const q = query.trim();
+  const byId = q.length >= 6 ? [...state.nodes.keys()].filter((id) => id === q || id.endsWith(q)) : [];
+  if (byId.length === 1) { await select(byId[0]); status(`node ${byId[0]}`); return; }
   const hits = await getJSON(`/trees/${state.tree.tree.id}/search?q=${encodeURIComponent(query)}`);
   if (hits.length) await select(hits[0].id);
   status(`${hits.length} nodes match`);
+}
+
+// Move: "Move…" picks the selected node; select its new parent and press "Move here".
+async function moveNode() {
+  if (!state.moving) {
+    if (!state.nodes.get(state.current).parent_id) { status("the root cannot move", true); return; }
+    state.moving = state.current;
+    $("move-node").textContent = "Move here";
+    status("now select the new parent and press Move here (Esc: keep it where it is)");
+    return;
+  }
+  const moving = state.moving;
+  cancelMove();
+  await send("POST", `/nodes/${moving}/move`, {parent_id: state.current});
+  await openTree(state.tree.tree.id, moving);
+  status("moved");
+}
+
+function cancelMove() {
+  state.moving = null;
+  $("move-node").textContent = "Move…";
 }
 
 // --- start ----------------------------------------------------------------------------------------
@@ -659,6 +814,11 @@ async function start() {
   $("split").addEventListener("click", split);
   $("merge").addEventListener("click", merge);
   $("branch-settings").addEventListener("click", keepBranchSettings);
+  $("bar-reset").addEventListener("click", resetBar);
+  $("hoist").addEventListener("click", () => hoist(state.current));
+  $("move-node").addEventListener("click", moveNode);
+  $("unhoist").addEventListener("click", () => hoist(null));
+  for (const id of BAR) $(id).addEventListener("input", () => touchBar(id));
   $("save-note").addEventListener("click", async () => { await send("PUT", `/nodes/${state.current}/note`, {note: $("note").value}); status("note saved"); });
   $("side-by-side").addEventListener("change", renderChildren);
   $("train-reward").addEventListener("click", () => train("reward"));
