@@ -109,7 +109,10 @@ def test_experiment_killed_between_stages_resumes_and_reports(tmp_path, capsys):
     assert targets["goodhart_drop"]["arm"] == "weak proxy" and targets["goodhart_drop"]["met"] is None
     rloo = summary["methods"]["rloo"]
     assert [(p["step"], p["arm"]) for p in rloo] == [(1, "proxy"), (None, "proxy"), (None, "seed 1"),
-                                                     (1, "weak proxy"), (None, "weak proxy")]
+                                                     (1, "weak proxy"), (2, "weak proxy"), (None, "weak proxy")]
+    # the weak arm runs its own length (weak_proxy_iterations), the others rl_iterations
+    rloo_stage = json.loads((exp.path / "stages" / "rloo.json").read_text())
+    assert [r["iterations"] for r in rloo_stage["runs"]] == [2, 2, 3]
     seeds = headline["seeds"]  # the headline setting again with seed 1: the spread across seeds
     assert seeds["values"] == [headline["value"], rloo[2]["gold_win_rate"]]
     assert seeds["min"] <= seeds["mean"] <= seeds["max"] and seeds["sd"] >= 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from alignlab.cli import main
 from alignlab.data.formats import read_feedback
@@ -53,6 +54,7 @@ def test_train_a_reward_model_and_dpo_from_the_loom(tmp_path, capsys):
     assert main(["loom", "train", "--data", str(data), "--kind", "reward", "--model", "tiny", "--max-steps", "2",
                  "--using", "pairs"]) == 0
     result = capsys.readouterr().out.strip().split("trained: ")[1].split(" ")[0]
+    assert Path(result).parent.parent == data / "jobs"  # kept in the data folder, not a temporary one
     from alignlab.train.reward_model import load_reward_model
 
     rm = load_reward_model(result)
@@ -62,3 +64,4 @@ def test_train_a_reward_model_and_dpo_from_the_loom(tmp_path, capsys):
     assert "trained:" in capsys.readouterr().out
     assert main(["loom", "train", "--data", str(data), "--kind", "dpo", "--using", "thumbs"]) == 1
     assert "preference pairs" in capsys.readouterr().err
+    assert len(list((data / "jobs").iterdir())) == 2  # the refused request left no folder

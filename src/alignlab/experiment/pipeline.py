@@ -372,9 +372,11 @@ def stage_dpo(exp: Experiment) -> dict:
 
     p = exp.profile
     data = exp.file("comparisons.jsonl")
-    if p.dpo_max_pairs:
+    if p.dpo_max_pairs:  # a seeded sample spread over every labelled prompt, in the labels' order
         data = exp.file(f"dpo-pairs-{p.dpo_max_pairs}.jsonl")
-        write_jsonl(data, read_jsonl(exp.file("comparisons.jsonl"))[:p.dpo_max_pairs])
+        pairs = read_jsonl(exp.file("comparisons.jsonl"))
+        chosen = sorted(random.Random(exp.seed + 7).sample(range(len(pairs)), min(p.dpo_max_pairs, len(pairs))))
+        write_jsonl(data, [pairs[i] for i in chosen])
     runs = []
     for beta in p.dpo_betas:
         run = train_dpo(DPOConfig(data=str(data), model=p.model, dtype=p.dtype, beta=beta,
@@ -430,26 +432,28 @@ def _online_runs(exp: Experiment, method: str, kl_coefs: tuple[float, ...]) -> d
     p = exp.profile
     config_cls, train = {"rloo": (RLOOConfig, train_rloo), "grpo": (GRPOConfig, train_grpo)}[method]
     reward = exp.done("reward")
-    arms = [(coef, reward["run"], reward["spread"], "proxy", exp.seed) for coef in kl_coefs]
+    iterations = p.rl_iterations
+    arms = [(coef, reward["run"], reward["spread"], "proxy", exp.seed, iterations) for coef in kl_coefs]
     if method == p.online_method and kl_coefs:
-        arms += [(kl_coefs[0], reward["run"], reward["spread"], f"seed {exp.seed + k}", exp.seed + k)
+        arms += [(kl_coefs[0], reward["run"], reward["spread"], f"seed {exp.seed + k}", exp.seed + k, iterations)
                  for k in range(1, p.rl_seeds)]
         if reward.get("weak"):
-            arms.append((kl_coefs[0], reward["weak"]["run"], reward["weak"]["spread"], "weak proxy", exp.seed))
+            arms.append((kl_coefs[0], reward["weak"]["run"], reward["weak"]["spread"], "weak proxy", exp.seed,
+                         p.weak_proxy_iterations or iterations))
     snapshots = method == p.online_method
     runs = []
-    for coef, proxy, spread, arm, seed in arms:
+    for coef, proxy, spread, arm, seed, iterations in arms:
         run = train(config_cls(prompts=exp.file("ppo_prompts.jsonl"), reward=proxy, gold=GOLD_SPEC, model=p.model,
-                               dtype=p.dtype, iterations=p.rl_iterations, prompts_per_iteration=p.rl_prompts,
+                               dtype=p.dtype, iterations=iterations, prompts_per_iteration=p.rl_prompts,
                                group_size=p.rl_group, max_new_tokens=p.max_new_tokens,
                                stop=list(exp.done("prompts")["stop"]), temperature=1.0, kl_coef=coef,
                                reward_scale=max(spread, 1e-6), lr=p.rl_lr, lora=p.lora, lora_r=p.lora_r,
-                               lora_alpha=2.0 * p.lora_r, sample_every=max(1, p.rl_iterations // 2),
+                               lora_alpha=2.0 * p.lora_r, sample_every=max(1, iterations // 2),
                                snapshot_every=p.rl_snapshot_every if snapshots and arm in ("proxy", "weak proxy")
                                else 0,
                                vocabulary=vocabulary_file(exp), seed=seed, checkpoint_every=10_000),
                       progress=exp.progress)
-        runs.append({"kl_coef": coef, "run": run.id, "arm": arm, "reward": proxy})
+        runs.append({"kl_coef": coef, "run": run.id, "arm": arm, "reward": proxy, "iterations": iterations})
     return {"runs": runs}
 
 

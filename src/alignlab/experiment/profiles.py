@@ -55,6 +55,9 @@ class Profile:
     """Run the headline method's first setting with this many seeds (the headline is seed 0's; the others give the spread across seeds)."""
     weak_proxy_fraction: float = 0.0
     """Also run the headline method against a reward model trained on this share of the labels (weak proxies overoptimize sooner; 0: no such arm)."""
+    weak_proxy_iterations: int = 0
+    """Iterations of the weak-proxy arm (0: rl_iterations). Longer than the headline's, so that the
+    split-half test sees the arm past its gold peak; snapshots every rl_snapshot_every as before."""
     target_rm_accuracy: float = 0.70
     """Target: the proxy's accuracy against gold on held-out pairs."""
     target_win_rate: float = 0.70
@@ -116,6 +119,7 @@ PROFILES: dict[str, Profile] = {
                     ppo_rollout=4, ppo_minibatch=2, ppo_epochs=1, dpo_lr=1e-3, ppo_lr=1e-3, agreement=0.6,
                     dpo_snapshot_every=2, rloo_kl_coefs=(0.05,), grpo_kl_coefs=(0.05,), rl_iterations=2,
                     rl_prompts=2, rl_group=2, rl_lr=1e-3, rl_snapshot_every=1, rl_seeds=2, weak_proxy_fraction=0.5,
+                    weak_proxy_iterations=3,
                     rm_early_stop=True, rm_l2=1e-3, rm_standardize=True),
     # The headline is RLOO at kl_coef 0.05 (named here, before any run). PPO and GRPO are in the
     # standard profile: the quick one has time for one online method.
@@ -129,7 +133,7 @@ PROFILES: dict[str, Profile] = {
                      rm_prompts=48, samples_per_prompt=4, test_prompts=32, bon_n=(1, 2, 4, 8),
                      dpo_betas=(0.1,), dpo_max_pairs=48, dpo_snapshot_every=0, ppo_kl_coefs=(),
                      ppo_iterations=6, ppo_lr=1e-4, vocab_pilot_prompts=8, batch_size=64, rloo_kl_coefs=(0.05,),
-                     rl_iterations=16, rl_prompts=4, rl_group=4, rl_snapshot_every=8, rm_layer=12, rm_l2=1.0,
+                     rl_iterations=16, rl_prompts=4, rl_group=4, rl_snapshot_every=8, rm_layer=11, rm_l2=1.0,
                      rm_standardize=True),
     # Sized for 90 minutes on a 2-core CPU (float32) from the quick profile's measured costs: an RL
     # iteration ~18 s, a policy evaluated ~50 s per 48 test prompts, a base sample ~0.26 s.
@@ -138,13 +142,21 @@ PROFILES: dict[str, Profile] = {
     # the headline (named here, before any run), with snapshots every 6 iterations (pressures along
     # the run for the split-half test), two further seeds (final policies: the spread across
     # seeds), and a weak-proxy arm (a reward model on a quarter of the labels) with snapshots;
-    # GRPO and PPO at one setting each, final policies only.
+    # GRPO and PPO at one setting each, final policies only. Measured in 1 h 17 min 35 s with 150
+    # labelled prompts x 4 samples, snapshots every 6 and the weak arm (a quarter of the labels)
+    # at 24 iterations: the proxy reached 0.734 against gold (target 0.75) and the weak arm's gold
+    # peaked at step 18 and fell by only 0.018 (SE 0.023) by step 24. On that run's data, 8
+    # samples of each labelled prompt (28 pairs a prompt instead of 6) raised a head's accuracy by
+    # ~0.02 for a few minutes of sampling, and 5-fold cross-validation over the labelled prompts
+    # (the held-out gold pairs not used) put layer 11 ahead of 12. So: 120 prompts x 8 samples,
+    # layer 11, the weak proxy on a tenth of the labels (12 prompts), run 36 iterations, and
+    # snapshots every 8 to pay for it (estimated ~84 minutes).
     "standard": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=48,
-                        rm_prompts=150, samples_per_prompt=4, test_prompts=80, bon_n=(1, 2, 4, 8, 16),
+                        rm_prompts=120, samples_per_prompt=8, test_prompts=80, bon_n=(1, 2, 4, 8, 16),
                         dpo_betas=(0.1,), dpo_max_pairs=128, dpo_snapshot_every=0, ppo_kl_coefs=(0.02,),
                         ppo_iterations=12, ppo_lr=1e-4, ppo_snapshot_every=0, vocab_pilot_prompts=16, batch_size=64,
                         rloo_kl_coefs=(0.05,), grpo_kl_coefs=(0.05,), rl_iterations=24, rl_prompts=4,
-                        rl_group=4, rl_snapshot_every=6, rl_seeds=3, weak_proxy_fraction=0.25, rm_layer=12,
+                        rl_group=4, rl_snapshot_every=8, rl_seeds=3, weak_proxy_fraction=0.1, weak_proxy_iterations=36, rm_layer=11,
                         rm_l2=1.0, rm_standardize=True, target_rm_accuracy=0.75, target_win_rate=0.75, target_win_rate_low=0.65,
                         require_goodhart=True),
     "full": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=96,

@@ -153,16 +153,25 @@ def run_import(config: LoomImportConfig) -> int:
 
 
 def run_train(config: LoomTrainConfig) -> int:
+    import shutil
     import subprocess
-    import tempfile
 
+    from alignlab.home import loom_dir
+    from alignlab.loom.ids import new_id
     from alignlab.loom.training import TrainRequest, prepare
 
     store = config.open_store()
     spec = TrainRequest(kind=config.kind, model=config.model, trees=config.tree or None, data=list(config.using),
                         max_steps=config.max_steps, lora=config.lora, mode=config.mode)
-    folder = Path(tempfile.mkdtemp(prefix="loom-train-"))
-    command = prepare(store, spec, folder, config.model)
+    # In the data folder beside the page's own training jobs, not a temporary folder: what the
+    # user trains must outlive a reboot's /tmp clean-up.
+    folder = Path(config.data or loom_dir()) / "jobs" / new_id()
+    folder.mkdir(parents=True)
+    try:
+        command = prepare(store, spec, folder, config.model)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a refused request leaves nothing behind
+        raise
     print("alignlab loom train: " + " ".join(command[3:]), file=sys.stderr)
     code = subprocess.call(command, stdin=subprocess.DEVNULL)
     if code == 0:
