@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "reward train": "alignlab.train.reward_cli:REWARD_TRAIN",
     "reward eval": "alignlab.train.reward_cli:REWARD_EVAL",
     "reward score": "alignlab.train.reward_cli:REWARD_SCORE",
+    "reward layers": "alignlab.train.reward_layers:REWARD_LAYERS",
     "sft": "alignlab.train.policy_cli:SFT",
     "dpo": "alignlab.train.policy_cli:DPO",
     "bon": "alignlab.train.policy_cli:BON",

@@ -151,3 +151,22 @@ def test_a_gao_fit_through_as_many_points_as_coefficients_is_not_reported():
     points.append({"kl": 14.0, "proxy": 1.5, "gold": 0.63})
     fit = _fit(points, 0.362, "rl")
     assert fit["points"] == 3 and "alpha" in fit and fit["r2"] < 1
+
+
+def test_a_fitted_peak_far_past_the_data_is_marked_and_not_reported_as_a_peak():
+    # Four rising snapshots (the standard profile's headline arm): the RL form's peak lands at
+    # thousands of nats, far past the 11 reached; the report must not state it as where gold peaks.
+    from alignlab.experiment.summary import _fit
+    from alignlab.report.experiment import _peak
+
+    rising = [{"kl": 1.78, "proxy": 0.46, "gold": 0.518}, {"kl": 6.05, "proxy": 0.89, "gold": 0.642},
+              {"kl": 9.38, "proxy": 1.13, "gold": 0.671}, {"kl": 11.35, "proxy": 1.32, "gold": 0.674}]
+    fit = _fit(rising, 0.381, "rl")
+    assert fit["max_kl"] == 11.35 and fit["peak_kl"] > 100 and fit["peak_beyond_data"] is True
+    assert _peak(fit).startswith("no peak within the run") and "11.3" in _peak(fit)
+    # gold that rises then falls inside the data: the peak is reported as a number
+    turning = [{"kl": 1.0, "proxy": 0.3, "gold": 0.50}, {"kl": 4.0, "proxy": 0.7, "gold": 0.60},
+               {"kl": 9.0, "proxy": 1.0, "gold": 0.58}, {"kl": 16.0, "proxy": 1.3, "gold": 0.50}]
+    fit = _fit(turning, 0.4, "rl")
+    assert fit["peak_beyond_data"] is False and fit["peak_kl"] < 16
+    assert _peak(fit) == f"{fit['peak_kl']:.3f}"

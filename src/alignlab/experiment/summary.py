@@ -29,7 +29,19 @@ def _fit(points: list[dict], reference_gold: float, form: str) -> dict:
     flags = past_peak_flags(d, [p["proxy"] for p in points], [p["gold"] for p in points], fit) if points else []
     for p, flag in zip(points, flags):
         p["past_peak"] = flag
-    return fit.to_dict() if fit is not None else {"form": form, "note": note}
+    if fit is None:
+        return {"form": form, "note": note}
+    out = fit.to_dict()
+    top = max(p["kl"] for p in points)
+    out["max_kl"] = top
+    # A fitted peak far past the largest KL reached is the form's extrapolation, not a finding
+    # (an RL fit over four rising snapshots once put it at 3,479 nats after 11): say so.
+    out["peak_beyond_data"] = out["peak_kl"] is not None and out["peak_kl"] > PEAK_REACH * top
+    return out
+
+
+PEAK_REACH = 1.5
+"""A fitted peak counts as within the data up to this many times the largest KL reached."""
 
 
 def _rises_then_falls(points: list[dict]) -> bool:

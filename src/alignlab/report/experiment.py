@@ -223,6 +223,16 @@ def headline_paragraph(summary: dict) -> str:
     return " ".join(parts)
 
 
+def _peak(fit: dict) -> str:
+    """The fitted peak's KL as the report states it: a peak far past the data is not claimed."""
+    if fit.get("peak_kl") is None:
+        return fit.get("note") or "no peak (still rising)"
+    if fit.get("peak_beyond_data"):
+        return (f"no peak within the run (the form's extrapolated peak, {_num(fit['peak_kl'], 1)} nats, lies far past "
+                f"the largest KL reached, {_num(fit['max_kl'], 1)})")
+    return _num(fit["peak_kl"])
+
+
 def write_report(exp, summary: dict) -> Path:
     targets = summary["targets"]
     method_rows = [[m, html.escape(p["setting"]), _num(p["kl"]), _num(math.sqrt(max(p["kl"], 0))), _num(p["proxy"], 4),
@@ -234,8 +244,7 @@ def write_report(exp, summary: dict) -> Path:
         ci = f.get(f"{name}_ci")
         return _num(f.get(name), 4) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
-    fit_rows = [[name, f.get("form"), coefficient(f, "alpha"), coefficient(f, "beta"), _num(f.get("r2")),
-                 _num(f.get("peak_kl")) if f.get("peak_kl") is not None else (f.get("note") or "no peak (still rising)")]
+    fit_rows = [[name, f.get("form"), coefficient(f, "alpha"), coefficient(f, "beta"), _num(f.get("r2")), _peak(f)]
                 for name, f in list(summary["fits"].items())
                 + [(k, v["fit"]) for k, v in summary["trajectories"].items()]]
     target_rows = [[html.escape(name.replace("_", " ")), _num(v.get("value")),
