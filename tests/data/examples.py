@@ -1,7 +1,8 @@
 """One hand-made record of every kind (some with the common fields set), shared by the data tests."""
 
 from alignlab.data import (
-    Critique, Demonstration, Edit, KWayChoice, PreferencePair, Ranking, Rating, SpanJudgement, Stop, Thumbs,
+    Critique, Demonstration, Edit, KWayChoice, PreferencePair, Ranking, Rating, SpanJudgement, StepLabels, Stop,
+    Thumbs,
 )
 
 PROMPT = "Write a line about the sea."
@@ -20,4 +21,5 @@ EXAMPLES = [
     Stop(PROMPT, "The sea is big and also big and also", 15),
     SpanJudgement(PROMPT, "The sea glows. It is wet.", 15, 25, "bad"),
     Critique(PROMPT, "The sea is wet.", "True but flat; give it an image."),
+    StepLabels(PROMPT, ["The sea is cold.\n", "It is made of milk.\n", "Gulls cry."], [True, False, None]),
 ]

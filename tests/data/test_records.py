@@ -13,7 +13,7 @@ from tests.data.examples import EXAMPLES
 
 def test_every_kind_has_an_example_and_its_own_kind_string():
     assert {r.kind for r in EXAMPLES} == set(RECORD_TYPES)
-    assert len(RECORD_TYPES) == 10
+    assert len(RECORD_TYPES) == 11
 
 
 @pytest.mark.parametrize("record", EXAMPLES, ids=lambda r: r.kind)

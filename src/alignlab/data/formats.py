@@ -163,7 +163,7 @@ def _native_row(record: FeedbackRecord) -> dict[str, Any]:
 
 def _trl_rows(records: list[FeedbackRecord], style: str) -> list[dict[str, Any]]:
     kinds = sorted({r.kind for r in records})
-    allowed = ("pair",) if style == "trl-implicit" else ("pair", "thumbs", "demonstration")
+    allowed = ("pair",) if style == "trl-implicit" else ("pair", "thumbs", "demonstration", "steps")
     bad = [k for k in kinds if k not in allowed]
     if bad:
         raise ValueError(f"style={style!r} writes {', '.join(allowed)} records; {bad[0]!r} has no such TRL "
@@ -185,6 +185,17 @@ def _trl_rows(records: list[FeedbackRecord], style: str) -> list[dict[str, Any]]
             row = {"prompt": user(r.prompt), "chosen": bot(r.chosen), "rejected": bot(r.rejected)}
         elif r.kind == "thumbs":
             row = {"prompt": user(r.prompt), "completion": bot(r.completion), "label": r.label}
+        elif r.kind == "steps":  # TRL's stepwise supervision: its trainers read a label for every step
+            if conversational:
+                raise ValueError("style='trl-conversational': TRL's stepwise supervision has no conversational "
+                                 "layout; write steps records with style='trl'")
+            if any(label is None for label in r.labels):
+                raise ValueError(f"style={style!r}: a steps record has unjudged steps (null labels), which TRL's "
+                                 "stepwise format cannot hold; drop them (steps.judged_prefix) or write style='alignlab'")
+            last = len(r.completions) - 1  # TRL joins steps with "\n": each step's own trailing one goes
+            row = {"prompt": user(r.prompt), "labels": list(r.labels),
+                   "completions": [c[:-1] if i < last and c.endswith("\n") and c[:-1] and not c[-2].isspace() else c
+                                   for i, c in enumerate(r.completions)]}
         else:
             row = {"prompt": user(r.prompt), "completion": bot(r.completion)}
         if with_margin:

@@ -297,9 +297,63 @@ class Critique(FeedbackRecord):
         _check_text(self.text, "text", "a critique needs its text")
 
 
+@dataclass(frozen=True)
+class StepLabels(FeedbackRecord):
+    """A response as its steps, each judged right (True) or wrong (False): process supervision.
+
+    The fields are TRL's stepwise-supervision columns: ``completions`` are the steps in order
+    (their concatenation is the response: alignlab keeps each step's trailing whitespace, see
+    data/steps.py), ``labels`` one judgement per step. A label may be null (None) where a step
+    was not judged, as after the first wrong step when a labeler stops there (PRM800K's
+    practice, Lightman et al. 2023); at least one step is judged."""
+
+    kind: ClassVar[str] = "steps"
+    prompt: str
+    completions: list[str]
+    labels: list[bool | None]
+
+    def _check(self) -> None:
+        if not isinstance(self.completions, (list, tuple)) or not self.completions:
+            raise DataError("'completions' must be a non-empty list of step texts, got "
+                            f"{type(self.completions).__name__ if not isinstance(self.completions, (list, tuple)) else 'an empty list'}",
+                            field="completions")
+        for i, step in enumerate(self.completions):
+            if not isinstance(step, str) or not step:
+                raise DataError(f"'completions[{i}]' must be a non-empty string (a step's text), got {step!r}",
+                                field=f"completions[{i}]")
+        if not isinstance(self.labels, (list, tuple)):
+            raise DataError(f"'labels' must be a list of true/false (or null: not judged), got "
+                            f"{type(self.labels).__name__}", field="labels")
+        if len(self.labels) != len(self.completions):
+            raise DataError(f"'labels' has {len(self.labels)} entries but 'completions' has {len(self.completions)} "
+                            "steps; give one label per step (null for a step not judged)", field="labels")
+        for i, label in enumerate(self.labels):
+            if label is not None and not isinstance(label, bool):
+                raise DataError(f"'labels[{i}]' is {label!r}; a step is labelled true (right), false (wrong) or "
+                                "null (not judged)", field=f"labels[{i}]")
+        if all(label is None for label in self.labels):
+            raise DataError("'labels' judges no step; label at least one true or false", field="labels")
+        self._set("completions", list(self.completions))
+        self._set("labels", list(self.labels))
+
+    @classmethod
+    def first_wrong(cls, prompt: str, steps: list[str], index: int | None, **common) -> "StepLabels":
+        """Steps before ``index`` right, step ``index`` wrong, the rest not judged (None: every step right)."""
+        if index is not None and not 0 <= index < len(steps):
+            raise DataError(f"first wrong step {index} is outside the {len(steps)} steps; give 0..{len(steps) - 1} "
+                            "or None (every step right)", field="labels")
+        labels = [True] * len(steps) if index is None else [True] * index + [False] + [None] * (len(steps) - index - 1)
+        return cls(prompt, list(steps), labels, **common)
+
+    @property
+    def response(self) -> str:
+        """The whole response: the steps joined as they were split."""
+        return "".join(self.completions)
+
+
 RECORD_TYPES: dict[str, type[FeedbackRecord]] = {
     cls.kind: cls for cls in (PreferencePair, Ranking, KWayChoice, Thumbs, Rating, Demonstration, Edit, Stop,
-                              SpanJudgement, Critique)
+                              SpanJudgement, Critique, StepLabels)
 }
 """kind -> record class."""
 
@@ -311,6 +365,7 @@ INFERENCE_ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pair", ("chosen", "rejected")),
     ("ranking", ("responses", "ranks")),
     ("kway", ("options", "chosen")),
+    ("steps", ("completions", "labels")),
     ("edit", ("before", "after")),
     ("stop", ("completion", "stop_char")),
     ("span", ("completion", "start", "end")),
@@ -423,6 +478,13 @@ def record_from_dict(d: Mapping[str, Any], kind: str | None = None) -> FeedbackR
     resolved = stated or kind or infer_kind(row)
     cls = RECORD_TYPES[resolved]
     row = _from_trl(row, resolved)
+    if resolved == "steps" and stated is None and isinstance(row.get("completions"), list):
+        # TRL's stepwise layout: steps written to be joined by "\n" (its PRM trainer's separator).
+        # The separator goes back on each step but the last that does not already end in
+        # whitespace, so the steps concatenate to the response that trainer saw.
+        steps = row["completions"]
+        row["completions"] = [c + "\n" if isinstance(c, str) and c and i < len(steps) - 1 and not c[-1].isspace()
+                              else c for i, c in enumerate(steps)]
     names = [f.name for f in fields(cls)]
     meta = row.pop("meta", {})
     if not isinstance(meta, dict):

@@ -94,6 +94,7 @@ UNUSED_REASONS: dict[str, str] = {
     "edit": "before and after are the same text",
     "ranking": "every response tied: nothing was preferred",
     "stop": "stopped at the very end: the prefix is the whole completion",
+    "steps": "step labels judge steps, not whole responses: they train a step-level (process) reward model",
 }
 """Why a record of each kind can give no signal (what ``ChoiceSet.unused`` counts)."""
 
@@ -178,9 +179,13 @@ def _critique(r: Critique, beta: float, samples: Samples) -> Grounded:
     raise _NoSignal
 
 
+def _steps(r, beta: float, samples: Samples) -> Grounded:
+    raise _NoSignal
+
+
 MAPPERS: dict[str, Callable[[FeedbackRecord, float, Samples], Grounded]] = {
     "pair": _pair, "ranking": _ranking, "kway": _kway, "demonstration": _demonstration, "edit": _edit,
-    "thumbs": _thumbs, "stop": _stop, "span": _span, "rating": _rating, "critique": _critique,
+    "thumbs": _thumbs, "stop": _stop, "span": _span, "rating": _rating, "critique": _critique, "steps": _steps,
 }
 """kind -> the function that grounds one record of that kind (a registry, not an if/elif chain)."""
 
