@@ -2,14 +2,13 @@
 step's end, a planted per-step rule learned on the tiny model, and the commands."""
 
 import json
-import math
 import random
 
 import pytest
 import torch
 
 from alignlab.cli import main
-from alignlab.data import PreferencePair, StepLabels, write_feedback
+from alignlab.data import PreferencePair, StepLabels, read_feedback, write_feedback
 from alignlab.models import load_model
 from alignlab.train.prm import (PRMTrainConfig, ProcessRewardModel, aggregate, encode_steps, evaluate_prm, load_prm,
                                 train_prm)
@@ -96,8 +95,7 @@ def test_a_process_reward_model_learns_a_planted_step_rule(tmp_path):
     # the saved model scores the same as the fitted one, and aggregates by its saved choice
     prm = load_prm(run.id)
     assert prm.aggregate == "min"
-    again = evaluate_prm(prm, [r for r in __import__("alignlab.data", fromlist=["read_feedback"])
-                               .read_feedback(data).records][:30])
+    again = evaluate_prm(prm, read_feedback(data).records[:30])
     assert again["steps"] > 0 and 0 <= again["step_accuracy"] <= 1
     good = ["The film was long.\n", "The plot was bright."]
     bad = ["The film was long.\n", "The plot was awful and dreadful."]

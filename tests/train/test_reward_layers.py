@@ -2,13 +2,15 @@
 (tiny model, real features, real fits)."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from alignlab.cli import main
 from alignlab.data import Rating, write_feedback
-from alignlab.train.reward_layers import (RewardLayersConfig, fit_head, held_out, parse_layers, prompt_folds,
+from alignlab.train.reward import batch_losses
+from alignlab.train.reward_layers import (RewardLayersConfig, _Losses, fit_head, held_out, parse_layers, prompt_folds,
                                           scan_layers)
 from tests.train.test_reward_head_options import noisy_pairs
 
@@ -37,8 +39,6 @@ def test_folds_keep_each_prompt_whole_and_need_enough_prompts():
 def test_the_head_fit_is_the_penalised_optimum():
     """On separable toy features the L-BFGS fit reaches zero gradient of mean NLL + l2 ||w||^2, and
     a larger penalty gives a smaller weight."""
-    from types import SimpleNamespace
-
     torch.manual_seed(0)
     features = torch.randn(40, 3)
     options = [[2 * i, 2 * i + 1] for i in range(20)]
@@ -48,16 +48,13 @@ def test_the_head_fit_is_the_penalised_optimum():
     rows = list(range(20))
     weights = []
     for l2 in (0.01, 1.0):
-        head = fit_head(features, items, rows, l2)
-        from alignlab.train.reward import batch_losses
-        from alignlab.train.reward_layers import _Losses
-
+        head, z = fit_head(features, items, rows, l2)
         head.zero_grad()
-        losses, _ = batch_losses(lambda t: head(head.z[t]), items, rows, 0.0, _Losses())
+        losses, _ = batch_losses(lambda t: head(z[t]), items, rows, 0.0, _Losses())
         (losses.mean() + l2 * head.weight.pow(2).sum()).backward()
         assert head.weight.grad.abs().max() < 1e-4
         weights.append(float(head.weight.norm()))
-        nll, correct = held_out(head, items, rows)
+        nll, correct = held_out(head, z, items, rows)
         assert len(nll) == len(correct) == 20 and sum(correct) / 20 > 0.9  # the first feature decides
     assert weights[1] < weights[0]
 

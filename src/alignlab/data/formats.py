@@ -191,7 +191,8 @@ def _trl_rows(records: list[FeedbackRecord], style: str) -> list[dict[str, Any]]
                                  "layout; write steps records with style='trl'")
             if any(label is None for label in r.labels):
                 raise ValueError(f"style={style!r}: a steps record has unjudged steps (null labels), which TRL's "
-                                 "stepwise format cannot hold; drop them (steps.judged_prefix) or write style='alignlab'")
+                                 "stepwise format cannot hold; drop them (steps.judged_prefix) or write "
+                                 "style='alignlab'")
             last = len(r.completions) - 1  # TRL joins steps with "\n": each step's own trailing one goes
             row = {"prompt": user(r.prompt), "labels": list(r.labels),
                    "completions": [c[:-1] if i < last and c.endswith("\n") and c[:-1] and not c[-2].isspace() else c

@@ -313,9 +313,11 @@ class StepLabels(FeedbackRecord):
     labels: list[bool | None]
 
     def _check(self) -> None:
-        if not isinstance(self.completions, (list, tuple)) or not self.completions:
-            raise DataError("'completions' must be a non-empty list of step texts, got "
-                            f"{type(self.completions).__name__ if not isinstance(self.completions, (list, tuple)) else 'an empty list'}",
+        if not isinstance(self.completions, (list, tuple)):
+            raise DataError(f"'completions' must be a non-empty list of step texts, got "
+                            f"{type(self.completions).__name__}", field="completions")
+        if not self.completions:
+            raise DataError("'completions' must be a non-empty list of step texts, got an empty list",
                             field="completions")
         for i, step in enumerate(self.completions):
             if not isinstance(step, str) or not step:

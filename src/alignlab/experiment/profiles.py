@@ -135,29 +135,23 @@ PROFILES: dict[str, Profile] = {
                      ppo_iterations=6, ppo_lr=1e-4, vocab_pilot_prompts=8, batch_size=64, rloo_kl_coefs=(0.05,),
                      rl_iterations=16, rl_prompts=4, rl_group=4, rl_snapshot_every=8, rm_layer=11, rm_l2=1.0,
                      rm_standardize=True),
-    # Sized for 90 minutes on a 2-core CPU (float32) from the quick profile's measured costs: an RL
-    # iteration ~18 s, a policy evaluated ~50 s per 48 test prompts, a base sample ~0.26 s.
-    # Estimated: RL 5 runs x 24 iterations ~36 min, 13 evaluations on 80 prompts ~18 min, samples
-    # 600 + 80 x 16 ~8 min, reward model, DPO, PPO and the rest ~15 min. RLOO at kl_coef 0.05 is
-    # the headline (named here, before any run), with snapshots every 6 iterations (pressures along
-    # the run for the split-half test), two further seeds (final policies: the spread across
-    # seeds), and a weak-proxy arm (a reward model on a quarter of the labels) with snapshots;
-    # GRPO and PPO at one setting each, final policies only. Measured in 1 h 17 min 35 s with 150
-    # labelled prompts x 4 samples, snapshots every 6 and the weak arm (a quarter of the labels)
-    # at 24 iterations: the proxy reached 0.734 against gold (target 0.75) and the weak arm's gold
-    # peaked at step 18 and fell by only 0.018 (SE 0.023) by step 24. On that run's data, 8
-    # samples of each labelled prompt (28 pairs a prompt instead of 6) raised a head's accuracy by
-    # ~0.02 for a few minutes of sampling, and 5-fold cross-validation over the labelled prompts
-    # (the held-out gold pairs not used) put layer 11 ahead of 12. So: 120 prompts x 8 samples,
-    # layer 11, the weak proxy on a tenth of the labels (12 prompts), run 36 iterations, and
-    # snapshots every 8 to pay for it (estimated ~84 minutes).
+    # Sized for 90 minutes on a 2-core CPU (float32). RLOO at kl_coef 0.05 is the headline (named
+    # here, before any run), with snapshots every 8 iterations, two further seeds (final policies:
+    # the spread across seeds) and a weak-proxy arm (a reward model on a tenth of the labels, 12
+    # prompts) run 36 iterations with snapshots, for the split-half test; GRPO and PPO at one
+    # setting each, final policies only. The first version (150 prompts x 4 samples, layer 12, a
+    # quarter of the labels for the weak arm at 24 iterations, snapshots every 6) ran 1 h 17 min
+    # 35 s and reached 0.734 against gold; on its data 8 samples a prompt (28 pairs instead of 6)
+    # raised a head's accuracy by ~0.02 and 5-fold cross-validation over the labelled prompts put
+    # layer 11 ahead of 12. This version: 1 h 25 min 31 s, 5.2 GB, 0.770 (docs/experiment.md).
     "standard": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=48,
                         rm_prompts=120, samples_per_prompt=8, test_prompts=80, bon_n=(1, 2, 4, 8, 16),
                         dpo_betas=(0.1,), dpo_max_pairs=128, dpo_snapshot_every=0, ppo_kl_coefs=(0.02,),
                         ppo_iterations=12, ppo_lr=1e-4, ppo_snapshot_every=0, vocab_pilot_prompts=16, batch_size=64,
                         rloo_kl_coefs=(0.05,), grpo_kl_coefs=(0.05,), rl_iterations=24, rl_prompts=4,
-                        rl_group=4, rl_snapshot_every=8, rl_seeds=3, weak_proxy_fraction=0.1, weak_proxy_iterations=36, rm_layer=11,
-                        rm_l2=1.0, rm_standardize=True, target_rm_accuracy=0.75, target_win_rate=0.75, target_win_rate_low=0.65,
+                        rl_group=4, rl_snapshot_every=8, rl_seeds=3, weak_proxy_fraction=0.1,
+                        weak_proxy_iterations=36, rm_layer=11, rm_l2=1.0, rm_standardize=True,
+                        target_rm_accuracy=0.75, target_win_rate=0.75, target_win_rate_low=0.65,
                         require_goodhart=True),
     "full": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=96,
                     rm_prompts=600, samples_per_prompt=4, test_prompts=200, bon_n=(1, 2, 4, 8, 16, 32, 64),

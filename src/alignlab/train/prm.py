@@ -118,7 +118,6 @@ class ProcessRewardModel:
         step's tokens, or its last token's state); a step cut off by the length limit gets NaN."""
         from tqdm import tqdm
 
-        from alignlab.models.forward import body_hidden_states
         from alignlab.train.reward_model import pad_right
 
         cache = cache if cache is not None else {}
@@ -129,9 +128,7 @@ class ProcessRewardModel:
                           leave=False):
             chunk = todo[start:start + batch_size]
             ids, mask = pad_right([rows[i].ids for i in chunk], reader.pad_id)
-            positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-            with reader._read_layer():
-                hidden = body_hidden_states(reader.body, ids, mask, positions).float()  # (B, T, D)
+            hidden = reader.hidden_states(ids, mask).float()  # (B, T, D)
             for b, i in enumerate(chunk):
                 cache[keys[i]] = hidden[b]
         out = []
@@ -185,7 +182,8 @@ def fit_step_head(prm: ProcessRewardModel, features: torch.Tensor, labels: torch
     return {"train_loss": loss, "train_steps": len(labels)}
 
 
-def save_prm(prm: ProcessRewardModel, folder: Path, base_model: str, aggregate_by: str, extra: dict | None = None) -> Path:
+def save_prm(prm: ProcessRewardModel, folder: Path, base_model: str, aggregate_by: str,
+             extra: dict | None = None) -> Path:
     """The head, its standardisation and what the backbone is, into ``folder`` (written whole, then renamed)."""
     import shutil
 

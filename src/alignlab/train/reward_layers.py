@@ -92,9 +92,10 @@ def prompt_folds(prompts: list[str], folds: int, seed: int) -> list[int]:
     return [fold_of[p] for p in prompts]
 
 
-def fit_head(features: torch.Tensor, items, rows: list[int], head_l2: float) -> torch.nn.Linear:
+def fit_head(features: torch.Tensor, items, rows: list[int], head_l2: float) -> tuple[torch.nn.Linear, torch.Tensor]:
     """A linear head on features standardised over the rows' texts: mean choice NLL + head_l2 ||w||^2,
-    full batch, L-BFGS (the objective is convex: the optimum, not a schedule's stopping point)."""
+    full batch, L-BFGS (the objective is convex: the optimum, not a schedule's stopping point).
+    Returns the head and the standardised features it reads."""
     from alignlab.train.reward import batch_losses
 
     used = sorted({t for r in rows for t in items.options[r]})
@@ -115,8 +116,7 @@ def fit_head(features: torch.Tensor, items, rows: list[int], head_l2: float) -> 
         return loss
 
     optimizer.step(closure)
-    head.z = z  # the standardised features it reads
-    return head
+    return head, z
 
 
 class _Losses:
@@ -127,13 +127,13 @@ class _Losses:
 
 
 @torch.no_grad()
-def held_out(head, items, rows: list[int]) -> tuple[list[float], list[float]]:
+def held_out(head, z: torch.Tensor, items, rows: list[int]) -> tuple[list[float], list[float]]:
     """Per choice of ``rows``: its NLL and 1 / 0.5 / 0 for the chosen option scored above / tied
     with / below the best other."""
     from alignlab.train.reward import batch_losses
 
-    losses, _ = batch_losses(lambda texts: head(head.z[texts]), items, rows, 0.0, _Losses())
-    scores = head(head.z)[:, 0]
+    losses, _ = batch_losses(lambda texts: head(z[texts]), items, rows, 0.0, _Losses())
+    scores = head(z)[:, 0]
     correct = []
     for r in rows:
         opts = [float(scores[t]) for t in items.options[r]]
@@ -179,8 +179,8 @@ def scan_layers(config: RewardLayersConfig, progress: bool = True) -> dict:
         for k in range(config.folds):
             train = [r for r, f in zip(rows, fold) if f != k]
             test = [r for r, f in zip(rows, fold) if f == k]
-            head = fit_head(features, items, train, config.head_l2)
-            fold_nll, fold_correct = held_out(head, items, test)
+            head, z = fit_head(features, items, train, config.head_l2)
+            fold_nll, fold_correct = held_out(head, z, items, test)
             nll += fold_nll
             for r, c in zip(test, fold_correct):
                 if not math.isnan(c):

@@ -124,13 +124,18 @@ class RewardModel(nn.Module):
         finally:
             body.layers, body.norm = layers, norm
 
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The states layer ``layer`` outputs (0: the final states after the norm) at every
+        position of right-padded rows: (B, T) -> (B, T, D) in the backbone's dtype."""
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        with self._read_layer():
+            return body_hidden_states(self.body, input_ids, attention_mask, positions)
+
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  starts: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state of layer ``layer`` (0: final) at each row's last real token, or (pooling
         'mean') their mean over the response's tokens from ``starts`` (B,). (B, T) -> (B, D) float32."""
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        with self._read_layer():
-            hidden = body_hidden_states(self.body, input_ids, attention_mask, positions)  # (B, T, D)
+        hidden = self.hidden_states(input_ids, attention_mask)  # (B, T, D)
         last = last_token_index(attention_mask)  # (B,)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         if self.pooling == "last":
