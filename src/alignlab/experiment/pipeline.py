@@ -433,24 +433,26 @@ def _online_runs(exp: Experiment, method: str, kl_coefs: tuple[float, ...]) -> d
     config_cls, train = {"rloo": (RLOOConfig, train_rloo), "grpo": (GRPOConfig, train_grpo)}[method]
     reward = exp.done("reward")
     iterations = p.rl_iterations
-    arms = [(coef, reward["run"], reward["spread"], "proxy", exp.seed, iterations) for coef in kl_coefs]
+    arms = [(coef, reward["run"], reward["spread"], "proxy", exp.seed, iterations, p.rl_lr) for coef in kl_coefs]
     if method == p.online_method and kl_coefs:
-        arms += [(kl_coefs[0], reward["run"], reward["spread"], f"seed {exp.seed + k}", exp.seed + k, iterations)
-                 for k in range(1, p.rl_seeds)]
+        arms += [(kl_coefs[0], reward["run"], reward["spread"], f"seed {exp.seed + k}", exp.seed + k, iterations,
+                  p.rl_lr) for k in range(1, p.rl_seeds)]
         if reward.get("weak"):
-            arms.append((kl_coefs[0], reward["weak"]["run"], reward["weak"]["spread"], "weak proxy", exp.seed,
-                         p.weak_proxy_iterations or iterations))
+            weak_coef = kl_coefs[0] if p.weak_proxy_kl_coef is None else p.weak_proxy_kl_coef
+            arms.append((weak_coef, reward["weak"]["run"], reward["weak"]["spread"], "weak proxy", exp.seed,
+                         p.weak_proxy_iterations or iterations, p.weak_proxy_lr or p.rl_lr))
     snapshots = method == p.online_method
     runs = []
-    for coef, proxy, spread, arm, seed, iterations in arms:
+    for coef, proxy, spread, arm, seed, iterations, lr in arms:
         run = train(config_cls(prompts=exp.file("ppo_prompts.jsonl"), reward=proxy, gold=GOLD_SPEC, model=p.model,
                                dtype=p.dtype, iterations=iterations, prompts_per_iteration=p.rl_prompts,
                                group_size=p.rl_group, max_new_tokens=p.max_new_tokens,
                                stop=list(exp.done("prompts")["stop"]), temperature=1.0, kl_coef=coef,
-                               reward_scale=max(spread, 1e-6), lr=p.rl_lr, lora=p.lora, lora_r=p.lora_r,
+                               reward_scale=max(spread, 1e-6), lr=lr, lora=p.lora, lora_r=p.lora_r,
                                lora_alpha=2.0 * p.lora_r, sample_every=max(1, iterations // 2),
-                               snapshot_every=p.rl_snapshot_every if snapshots and arm in ("proxy", "weak proxy")
-                               else 0,
+                               snapshot_every=(0 if not snapshots or arm not in ("proxy", "weak proxy") else
+                                               p.weak_proxy_snapshot_every or p.rl_snapshot_every
+                                               if arm == "weak proxy" else p.rl_snapshot_every),
                                vocabulary=vocabulary_file(exp), seed=seed, checkpoint_every=10_000),
                       progress=exp.progress)
         runs.append({"kl_coef": coef, "run": run.id, "arm": arm, "reward": proxy, "iterations": iterations})

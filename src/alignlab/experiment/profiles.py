@@ -58,6 +58,13 @@ class Profile:
     weak_proxy_iterations: int = 0
     """Iterations of the weak-proxy arm (0: rl_iterations). Longer than the headline's, so that the
     split-half test sees the arm past its gold peak; snapshots every rl_snapshot_every as before."""
+    weak_proxy_kl_coef: float | None = None
+    """KL coefficient of the weak-proxy arm (None: the headline's). Gao et al. (2022) ran their RL
+    overoptimization curves without a KL penalty, which acts like early stopping."""
+    weak_proxy_lr: float | None = None
+    """Learning rate of the weak-proxy arm (None: rl_lr)."""
+    weak_proxy_snapshot_every: int = 0
+    """Snapshot interval of the weak-proxy arm (0: rl_snapshot_every)."""
     target_rm_accuracy: float = 0.70
     """Target: the proxy's accuracy against gold on held-out pairs."""
     target_win_rate: float = 0.70
@@ -138,19 +145,24 @@ PROFILES: dict[str, Profile] = {
     # Sized for 90 minutes on a 2-core CPU (float32). RLOO at kl_coef 0.05 is the headline (named
     # here, before any run), with snapshots every 8 iterations, two further seeds (final policies:
     # the spread across seeds) and a weak-proxy arm (a reward model on a tenth of the labels, 12
-    # prompts) run 36 iterations with snapshots, for the split-half test; GRPO and PPO at one
+    # prompts) run longer with snapshots, for the split-half test; GRPO and PPO at one
     # setting each, final policies only. The first version (150 prompts x 4 samples, layer 12, a
     # quarter of the labels for the weak arm at 24 iterations, snapshots every 6) ran 1 h 17 min
     # 35 s and reached 0.734 against gold; on its data 8 samples a prompt (28 pairs instead of 6)
     # raised a head's accuracy by ~0.02 and 5-fold cross-validation over the labelled prompts put
-    # layer 11 ahead of 12. This version: 1 h 25 min 31 s, 5.2 GB, 0.770 (docs/experiment.md).
+    # layer 11 ahead of 12. That version: 1 h 25 min 31 s, 5.2 GB, 0.770, but its weak arm (36
+    # iterations at kl_coef 0.05) reached KL 17.6 with gold still rising. The weak arm now runs
+    # as Gao et al. (2022) ran RL: no KL penalty, lr 3e-4, 48 iterations, snapshots every 12; an
+    # exploratory run of that arm on the same weak proxy peaked in gold near KL 20-60 and fell
+    # below the base policy by KL ~100 (docs/experiment.md). This version is not yet timed.
     "standard": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=48,
                         rm_prompts=120, samples_per_prompt=8, test_prompts=80, bon_n=(1, 2, 4, 8, 16),
                         dpo_betas=(0.1,), dpo_max_pairs=128, dpo_snapshot_every=0, ppo_kl_coefs=(0.02,),
                         ppo_iterations=12, ppo_lr=1e-4, ppo_snapshot_every=0, vocab_pilot_prompts=16, batch_size=64,
                         rloo_kl_coefs=(0.05,), grpo_kl_coefs=(0.05,), rl_iterations=24, rl_prompts=4,
                         rl_group=4, rl_snapshot_every=8, rl_seeds=3, weak_proxy_fraction=0.1,
-                        weak_proxy_iterations=36, rm_layer=11, rm_l2=1.0, rm_standardize=True,
+                        weak_proxy_iterations=48, weak_proxy_kl_coef=0.0, weak_proxy_lr=3e-4,
+                        weak_proxy_snapshot_every=12, rm_layer=11, rm_l2=1.0, rm_standardize=True,
                         target_rm_accuracy=0.75, target_win_rate=0.75, target_win_rate_low=0.65,
                         require_goodhart=True),
     "full": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=96,
