@@ -3,9 +3,11 @@
 A group method is its advantages and its loss; the rest is this loop, read top to bottom:
 
   # 1. generate   group_size samples of each of the iteration's prompts (this process's share)
-  # 2. score      the reward at the end of each response (and the gold judge, which only watches)
+  # 2. score      the reward at the end of each response (and the gold judge, which only watches),
+  #               or each step's, where the method takes process rewards (GRPO's --process-rewards)
   # 3. KL leash   in the reward (beta * the sequence's KL subtracted from the score) or in the loss
-  # 4. advantages the method's, over the whole rollout (rewards gathered from every process)
+  # 4. advantages the method's, over the whole rollout (rewards gathered from every process):
+  #               one per response, or one per token from the step rewards
   # 5. update     epochs x minibatches, each in micro-batches, the method's loss
 
 No value model, no GAE: the group is the baseline. The sampler records each token's log-prob at
@@ -17,9 +19,11 @@ the whole rollout, and DDP averages gradients.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +52,7 @@ class Rollout:
     entropy: torch.Tensor  # (b, T)
     scores: torch.Tensor  # (b,) the reward as returned
     has_eos: torch.Tensor  # (b,) bool
+    steps: list | None = None  # (b) StepScores (train/prm.py), with process rewards
 
 
 @dataclass
@@ -55,14 +60,19 @@ class GroupMethod:
     """What makes a group method: its name, advantages and loss.
 
     ``advantages(rewards (B,), config) -> (B,)`` sees the whole rollout. ``loss(batch, config)``
-    gets a dict of one micro-batch (logps, old_logps, ref_logps, target: (m, T); advantages: (m,);
-    share: the micro-batch's share of the minibatch's rows; num_items: the minibatch's response
-    tokens per process) and returns (loss, stats)."""
+    gets a dict of one micro-batch (logps, old_logps, ref_logps, target: (m, T); advantages: (m,),
+    or (m, T) with process rewards; share: the micro-batch's share of the minibatch's rows;
+    num_items: the minibatch's response tokens per process) and returns (loss, stats). A method
+    that takes process rewards gives ``step_advantages(rewards, positions, lengths, config)``:
+    per response of the whole rollout its steps' rewards, the response token where each step ends
+    and its token count; it returns each response's per-token advantages."""
 
     name: str
     advantages: Callable
     loss: Callable
     kl_in_reward: Callable  # config -> bool
+    process_rewards: Callable = lambda config: False  # config -> bool: each step's reward, not the sequence's
+    step_advantages: Callable | None = None
 
 
 def check_online(config) -> None:
@@ -101,8 +111,9 @@ def _sizes(config, world: int) -> tuple[int, int, int]:
 
 
 def generate(policy, tokenizer, reference: Reference, prompts: list[str], group: int, sampling, seeds: list[int],
-             reward_fn, device) -> Rollout:
-    """Steps 1-2: ``group`` samples of each prompt, their log-probs, the reference's, and the reward."""
+             reward_fn, device, step_fn=None) -> Rollout:
+    """Steps 1-2: ``group`` samples of each prompt, their log-probs, the reference's, and the reward
+    (with ``step_fn``, a process reward model's, each step's scores kept)."""
     from alignlab.models import sample
 
     rows = [p for p in prompts for _ in range(group)]  # prompt-major: the sampler encodes each prompt once
@@ -116,9 +127,26 @@ def generate(policy, tokenizer, reference: Reference, prompts: list[str], group:
         old_logps = per_position([[t.sample_logprob for t in c.tokens] for c in completions], target)  # (b, T)
         entropy = per_position([[t.entropy for t in c.tokens] for c in completions], target)  # (b, T)
         ref_logps = reference.token_logprobs(ids, mask, target, sampling.temperature)  # (b, T)
-    scores = reward_fn(rows, [c.text for c in completions]).float().to(device)  # (b,)
+    texts = [c.text for c in completions]
+    steps = step_fn(rows, texts) if step_fn is not None else None
+    scores = torch.tensor([s.score for s in steps]) if steps is not None else reward_fn(rows, texts)
     has_eos = torch.tensor([c.finish_reason in ("eos", "stop") for c in completions], device=device)
-    return Rollout(rows, completions, ids, mask, target, old_logps, ref_logps, entropy, scores, has_eos)
+    return Rollout(rows, completions, ids, mask, target, old_logps, ref_logps, entropy, scores.float().to(device),
+                   has_eos, steps)  # scores: (b,)
+
+
+def step_token_positions(token_texts: Sequence[str], ends: Sequence[int]) -> list[int]:
+    """The response token (0-based) where each step ends, from the text each sampled token added
+    to the decoded response (the sampler's Token.text: it decodes the response token by token, so
+    the texts' running lengths are character offsets whatever the tokenizer). A step ending at
+    character ``end`` ends at the token that brings the text to ``end`` characters; the last step
+    ends at the last token (EOS or a stop string included), where the response is complete."""
+    if not token_texts:
+        raise ValueError("a response with no tokens has no step positions")
+    reached = list(itertools.accumulate(len(t) for t in token_texts))
+    last = len(token_texts) - 1
+    positions = [min(bisect.bisect_left(reached, end), last) for end in ends]
+    return positions[:-1] + [last] if positions else positions
 
 
 def per_position(rows: list[list[float]], target: torch.Tensor) -> torch.Tensor:
@@ -138,7 +166,7 @@ def train_online(config, method: GroupMethod, progress: bool = True, hooks: Hook
 
     from alignlab.data.formats import read_prompt_file
     from alignlab.models import SampleConfig
-    from alignlab.train.reward_fn import load_reward
+    from alignlab.train.reward_fn import load_reward, load_step_reward
 
     run = None
     if config.resume is not None:
@@ -151,7 +179,12 @@ def train_online(config, method: GroupMethod, progress: bool = True, hooks: Hook
 
     # Setup: prompts, reward, policy, reference, optimizer
     prompts = read_prompt_file(config.prompts)
-    reward_fn, described = load_reward(config.reward)
+    process = method.process_rewards(config)
+    reward_fn, step_fn = None, None
+    if process:  # each step's score and where it ends: a process reward model
+        step_fn, described = load_step_reward(config.reward)
+    else:
+        reward_fn, described = load_reward(config.reward)
     gold_fn, gold_described = load_reward(config.gold) if config.gold else (None, None)
     policy, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha,
                                     config.seed, config.vocabulary)
@@ -194,7 +227,7 @@ def train_online(config, method: GroupMethod, progress: bool = True, hooks: Hook
         seeds = [config.seed * 1_000_003 + it * 10_007 + first_row + j for j in range(local_rows)]
         # 2. score
         roll = generate(policy, tokenizer, reference, [prompts[i] for i in chosen], config.group_size, sampling,
-                        seeds, reward_fn, accelerator.device)
+                        seeds, reward_fn, accelerator.device, step_fn)
         scores = roll.scores / config.reward_scale
         if config.missing_eos_penalty:
             scores = torch.where(roll.has_eos, scores, scores - config.missing_eos_penalty)
@@ -205,7 +238,10 @@ def train_online(config, method: GroupMethod, progress: bool = True, hooks: Hook
             if kl_in_reward else scores
         # 4. advantages over the whole rollout: gather every process's rewards, keep this process's slice
         all_rewards = accelerator.gather(rewards)  # (B,)
-        advantages = method.advantages(all_rewards, config)[first_row:first_row + local_rows]  # (b,)
+        if process:  # per token, from every step's reward
+            advantages = process_advantages(method, config, roll, accelerator, first_row, local_rows)  # (b, T)
+        else:
+            advantages = method.advantages(all_rewards, config)[first_row:first_row + local_rows]  # (b,)
         # 5. update
         stats = _update(config, method, wrapped, module, roll, advantages, optimizer, scheduler, hooks, trainable,
                         accelerator, it, local_rows, local_mb, local_micro)
@@ -269,6 +305,26 @@ def train_online(config, method: GroupMethod, progress: bool = True, hooks: Hook
                    score=final.get("objective/scores"), kl_coef=config.kl_coef)
     accelerator.wait_for_everyone()
     return run
+
+
+def process_advantages(method: GroupMethod, config, roll: Rollout, accelerator, first_row: int,
+                       rows: int) -> torch.Tensor:
+    """Step 4 with process rewards: per-token advantages (b, T) by the method's step_advantages.
+    A step's reward is its score over reward_scale; a response that never ended (no EOS or stop
+    string) has missing_eos_penalty taken off its last step's. Every process's steps are gathered,
+    so a normalisation over the rollout sees them all, as step 4 does with sequence rewards."""
+    from accelerate.utils import gather_object
+
+    local = []
+    for c, s, ended in zip(roll.completions, roll.steps, roll.has_eos.tolist()):
+        rewards = [p / config.reward_scale for p in s.probabilities]
+        if config.missing_eos_penalty and not ended:
+            rewards[-1] -= config.missing_eos_penalty
+        local.append((rewards, step_token_positions([t.text for t in c.tokens], s.ends), len(c.tokens)))
+    everyone = gather_object(local) if accelerator.num_processes > 1 else local
+    per_token = method.step_advantages([r for r, _, _ in everyone], [p for _, p, _ in everyone],
+                                       [n for _, _, n in everyone], config)
+    return per_position(per_token[first_row:first_row + rows], roll.target)
 
 
 def _update(config, method: GroupMethod, wrapped, module, roll: Rollout, advantages: torch.Tensor, optimizer,

@@ -9,6 +9,14 @@ beta, GAE (gamma 1, lambda 0.95), advantage (and optionally reward) whitening, c
 and value losses, several epochs of minibatches per rollout, a linearly annealed (or constant) learning rate,
 dropout off, and a sample table every N iterations.
 
+Dense rewards (`--dense-rewards`, with a process reward model as the reward): instead of one
+score at the last token, each step's increment of the response's score is placed at the token
+where the step ends: aggregate(p_1..p_k) - aggregate(p_1..p_k-1) for step k (train/prm.py
+step_increments). The increments of a response sum to its sequence-level score, so the return
+from the first token is the same number and only the credit moves: GAE (lambda < 1) charges a
+step that lowered the score (a wrong step under 'min') more than the steps around it. The
+per-token KL penalty and the missing-EOS penalty (at the last token) are as without.
+
 Several processes: each samples its share of the rollout's prompts; whitening statistics and
 the KL that steers beta are reduced over processes, and DDP averages gradients, so with one
 minibatch per epoch 2 processes take the steps 1 process takes.
@@ -34,12 +42,12 @@ from alignlab.train.components import (AdaptiveKLController, FixedKLController, 
                                        clipped_value_loss, gae, kl_k1, kl_k3, masked_mean)
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import keep_freed_memory
-from alignlab.train.online import per_position
+from alignlab.train.online import per_position, step_token_positions
 from alignlab.train.loop import (adamw, broadcast_run, check_finite, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.policy import (Example, Reference, batch_tensors, load_policy, save_policy, save_snapshot,
                                    write_pressure)
-from alignlab.train.reward_fn import load_reward
+from alignlab.train.reward_fn import load_reward, load_step_reward
 
 
 @dataclass
@@ -100,6 +108,8 @@ class PPOConfig(MonitorOptions, LoraOptions, VocabularyOptions):
     """Anneal the learning rate linearly to 0 over the run (the Stiennon et al. recipe), or keep it constant."""
     reward_scale: float = 1.0
     """Scores are divided by this before the KL penalty: pass the reward's spread so kl_coef is per unit of it."""
+    dense_rewards: bool = False
+    """--reward must be a process reward model: each step's increment of the response's score (its aggregate) is placed at the token where the step ends, instead of the whole score at the last token; the increments sum to the score."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0: off)."""
     sample_every: int = 10
@@ -155,6 +165,19 @@ class PolicyAndValue(nn.Module):
         return out_lp, values
 
 
+def dense_step_rewards(steps: list, token_texts: list[list[str]], target: torch.Tensor) -> torch.Tensor:
+    """(b, T) rewards: each step's increment of its response's score (StepScores.increments) at
+    the response token where the step ends (step_token_positions, from each token's text), 0
+    elsewhere; target (b, T) marks the response tokens. Each row sums to its response's score."""
+    rows = []
+    for scored, texts in zip(steps, token_texts):
+        row = [0.0] * len(texts)
+        for value, t in zip(scored.increments(), step_token_positions(texts, scored.ends)):
+            row[t] += value
+        rows.append(row)
+    return per_position(rows, target)
+
+
 def global_whiten(values: torch.Tensor, mask: torch.Tensor, accelerator, shift_mean: bool = True) -> torch.Tensor:
     """Whitening with statistics over every process's rows (so 2 processes whiten as 1 does)."""
     m = mask.to(values.dtype)
@@ -189,7 +212,11 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     if config.prompts is None:
         raise ValueError("give --prompts FILE")
     prompts = read_prompt_file(config.prompts)
-    reward_fn, described = load_reward(config.reward)
+    reward_fn, step_fn = None, None
+    if config.dense_rewards:  # each step's score and where it ends: a process reward model
+        step_fn, described = load_step_reward(config.reward)
+    else:
+        reward_fn, described = load_reward(config.reward)
     gold_fn, gold_described = load_reward(config.gold) if config.gold else (None, None)
     policy, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha,
                                     config.seed, config.vocabulary)
@@ -248,7 +275,11 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
         tmask = target.float()
 
         # 2. score: the reward at the last token of the response, less the missing-EOS penalty
-        scores = reward_fn(batch_prompts, [c.text for c in completions]).float().to(accelerator.device)  # (b,)
+        # (dense: each step's score, and the response's, which its steps' increments sum to)
+        texts = [c.text for c in completions]
+        steps = step_fn(batch_prompts, texts) if step_fn is not None else None
+        scores = torch.tensor([s.score for s in steps]) if steps is not None else reward_fn(batch_prompts, texts)
+        scores = scores.float().to(accelerator.device)  # (b,)
         raw_scores = scores.clone()
         scores = scores / config.reward_scale
         has_eos = torch.tensor([c.finish_reason in ("eos", "stop") for c in completions], device=accelerator.device)
@@ -269,7 +300,12 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
         kl_tokens = (kl_k1 if config.kl_estimator == "k1" else kl_k3)(old_logps, ref_logps) * tmask
         rewards = -kl_ctl.value * kl_tokens
         last = (target.long() * torch.arange(target.shape[1], device=target.device)).argmax(-1)  # (b,)
-        rewards[torch.arange(len(examples)), last] += scores
+        if steps is not None:  # dense: each step's increment where it ends, the missing-EOS penalty at the last token
+            rewards += dense_step_rewards(steps, [[t.text for t in c.tokens] for c in completions], target) \
+                / config.reward_scale
+            rewards[torch.arange(len(examples)), last] += scores - raw_scores / config.reward_scale
+        else:
+            rewards[torch.arange(len(examples)), last] += scores
         if config.whiten_rewards:
             rewards = global_whiten(rewards, target, accelerator, shift_mean=False)
 

@@ -17,6 +17,11 @@ A response's score aggregates its steps' probabilities (AGGREGATES): ``min`` (a 
 good as its worst step; Lightman et al. use the product and the minimum), ``product`` (the
 probability that every step is right, if errors were independent), ``last`` (the final step's
 probability, which has read the whole response) or ``mean``.
+
+As a reward (train/reward_fn.py: best-of-n, RLOO, GRPO, PPO), a model cuts each response into
+steps the way its training steps were cut (``split_by``, saved with it) and scores them all
+(``score_responses``); GRPO's process supervision and PPO's dense rewards place a reward where
+each step ends (``StepScores.ends``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,49 @@ def aggregate(probabilities: Sequence[float], how: str = "min") -> float:
     if how == "last":
         return values[-1]
     return sum(values) / len(values)
+
+
+def step_increments(probabilities: Sequence[float], how: str = "min") -> list[float]:
+    """What each step adds to its response's score: aggregate(p[:k+1]) - aggregate(p[:k]), the
+    aggregate of no steps taken as 0. They sum to ``aggregate(p, how)``: placed at each step's end
+    they give a return equal to the sequence-level score, so a dense reward changes where credit
+    lands, not what is optimised. [0.9, 0.2, 0.8] by min gives [0.9, -0.7, 0.0]."""
+    values = [float(p) for p in probabilities]
+    totals = [0.0] + [aggregate(values[:k + 1], how) for k in range(len(values))]
+    return [b - a for a, b in zip(totals, totals[1:])]
+
+
+def step_ends(text: str, steps: Sequence[str]) -> list[int]:
+    """The character offset in ``text`` just past each step's last character. Steps are read as a
+    subsequence of the text in order, so a lossless split gives the running lengths and a split by
+    marks skips the marks (a mark belongs to no step)."""
+    ends, at = [], 0
+    for step in steps:
+        for ch in step:
+            at = text.index(ch, at) + 1
+        ends.append(at)
+    return ends
+
+
+@dataclass(frozen=True)
+class StepScores:
+    """One response as a process reward model scored it, step by step."""
+
+    probabilities: list[float]
+    """P(right) of each step (steps cut off by the model's length limit are left out)."""
+    ends: list[int]
+    """Where each step ends: the character offset in the response just past its last character."""
+    aggregate: str
+    """How ``score`` was made from ``probabilities``."""
+
+    @property
+    def score(self) -> float:
+        """The response's score: its steps' probabilities aggregated."""
+        return aggregate(self.probabilities, self.aggregate)
+
+    def increments(self) -> list[float]:
+        """Each step's share of ``score`` (step_increments), summing to it."""
+        return step_increments(self.probabilities, self.aggregate)
 
 
 @dataclass(frozen=True)
@@ -102,6 +150,9 @@ class ProcessRewardModel:
         self.pooling = pooling
         self.layer = layer
         self.max_length = max_length
+        # How a whole response is scored (a saved model sets both from its prm_config.json)
+        self.aggregate = "min"
+        self.split_by = "lines"
         width = self.body_reader.head.in_features
         self.head = torch.nn.Linear(width, 1)
         self.feature_mean = torch.zeros(width)
@@ -158,6 +209,32 @@ class ProcessRewardModel:
         return [aggregate([p for p in probs if not math.isnan(p)] or [0.5], how)
                 for probs in self.score_steps(prompts, step_lists, progress)]
 
+    def score_responses(self, prompts: Sequence[str], responses: Sequence[str], how: str | None = None,
+                        progress: bool = False) -> list[StepScores]:
+        """Whole responses scored step by step: each cut into steps as the model's training steps
+        were (``split_by``), every step scored, aggregated by ``how`` (default: the model's own).
+        A step cut off by the length limit is left out (the last step never is). A response with
+        no steps (empty) counts as one step of probability 0 ending at its end, so it scores 0
+        under every aggregate: no step of it has been shown right, and a policy must not learn
+        that saying nothing is safe."""
+        from alignlab.data.steps import split_steps
+
+        how = how or self.aggregate
+        if how not in AGGREGATES:
+            raise ValueError(f"aggregate {how!r}: use one of {', '.join(AGGREGATES)}")
+        step_lists = [split_steps(r, self.split_by) for r in responses]
+        todo = [i for i, steps in enumerate(step_lists) if steps]
+        scored = self.score_steps([prompts[i] for i in todo], [step_lists[i] for i in todo], progress)
+        probs = dict(zip(todo, scored))
+        out = []
+        for i, (response, steps) in enumerate(zip(responses, step_lists)):
+            if i not in probs:
+                out.append(StepScores([0.0], [len(response)], how))
+                continue
+            kept = [(p, end) for p, end in zip(probs[i], step_ends(response, steps)) if not math.isnan(p)]
+            out.append(StepScores([p for p, _ in kept], [end for _, end in kept], how))
+        return out
+
 
 def fit_step_head(prm: ProcessRewardModel, features: torch.Tensor, labels: torch.Tensor, l2: float) -> dict:
     """Standardise over ``features`` (N, D) and fit the head to the optimum of mean BCE + l2 ||w||^2."""
@@ -183,8 +260,9 @@ def fit_step_head(prm: ProcessRewardModel, features: torch.Tensor, labels: torch
 
 
 def save_prm(prm: ProcessRewardModel, folder: Path, base_model: str, aggregate_by: str,
-             extra: dict | None = None) -> Path:
-    """The head, its standardisation and what the backbone is, into ``folder`` (written whole, then renamed)."""
+             extra: dict | None = None, split_by: str = "lines") -> Path:
+    """The head, its standardisation, what the backbone is and how a whole response is scored
+    (aggregate, split) into ``folder`` (written whole, then renamed)."""
     import shutil
 
     from safetensors.torch import save_file
@@ -201,6 +279,7 @@ def save_prm(prm: ProcessRewardModel, folder: Path, base_model: str, aggregate_b
                                                 "base_model": base_model, "layer": prm.layer,
                                                 "pooling": prm.pooling,
                                                 "max_length": prm.max_length, "aggregate": aggregate_by,
+                                                "split_by": split_by,
                                                 **(extra or {})})
     if folder.exists():
         shutil.rmtree(folder)
@@ -245,6 +324,7 @@ def load_prm(ref: str | Path, dtype: str = "float32") -> ProcessRewardModel:
         prm.head.weight.copy_(tensors["weight"]), prm.head.bias.copy_(tensors["bias"])
     prm.feature_mean, prm.feature_std = tensors["feature_mean"], tensors["feature_std"]
     prm.aggregate = config["aggregate"]
+    prm.split_by = config.get("split_by", "lines")  # models saved before it was recorded were split by lines
     return prm
 
 
@@ -268,7 +348,9 @@ class PRMTrainConfig:
     l2: float = 1.0
     """L2 penalty on the head's weights: mean BCE + l2 * ||w||^2 (standardised features)."""
     aggregate: Literal["min", "product", "last", "mean"] = "min"
-    """How a response's score is made from its steps' (saved with the model; `prm score` can override it)."""
+    """How a response's score is made from its steps' (saved with the model; `prm score` can override it). Also the score of a response when the model is a reward (--reward of bon, rloo, grpo, ppo)."""
+    split_by: Literal["lines", "sentences", "paragraphs", "marks"] = "lines"
+    """How the training responses were cut into steps (saved with the model): a whole response it scores as a reward is cut the same way."""
     max_length: int = 1024
     """Tokens of prompt + steps kept (the start is cut first)."""
     eval_fraction: float = 0.1
@@ -326,7 +408,7 @@ def evaluate_prm(prm: ProcessRewardModel, records: list, how: str | None = None,
     from alignlab.data.steps import first_wrong_step, outcome_label
     from alignlab.pressure.stats import clustered_accuracy
 
-    how = how or getattr(prm, "aggregate", "min")
+    how = how or prm.aggregate
     x, y, owner = step_table(prm, records, progress, cache)
     p = torch.sigmoid(prm.logits(x))
     correct = ((p > 0.5) == y).float().tolist()
@@ -382,7 +464,7 @@ def train_prm(config: PRMTrainConfig, progress: bool = True):
             raise ValueError(f"every judged training step is labelled {bool(y[0])}: a process reward model needs "
                              "right and wrong steps to tell apart")
         fit = fit_step_head(prm, x, y, config.l2)
-        prm.aggregate = config.aggregate
+        prm.aggregate, prm.split_by = config.aggregate, config.split_by
         summary = {**fit, "records": len(records), "train_records": len(train_rows), "eval_records": len(eval_rows),
                    "share_right": float(y.float().mean())}
         summary.update({f"train/{k}": v for k, v in evaluate_prm(prm, train, cache=cache).items()})
@@ -390,7 +472,7 @@ def train_prm(config: PRMTrainConfig, progress: bool = True):
             summary.update({f"eval/{k}": v for k, v in
                             evaluate_prm(prm, [records[i] for i in eval_rows], cache=cache).items()})
         folder = save_prm(prm, config.out or run.path / "model", config.model, config.aggregate,
-                          extra={"train_records": len(train_rows)})
+                          extra={"train_records": len(train_rows)}, split_by=config.split_by)
         summary["model"] = str(folder)
         atomic_write_json(run.path / "summary.json", summary)
         run.finish(**{k: v for k, v in summary.items() if not isinstance(v, list)})
@@ -426,8 +508,8 @@ class PRMScoreConfig:
     """The prompt."""
     response: list[str] | None = None
     """A response to score (repeat the flag for several)."""
-    split_by: Literal["lines", "sentences", "paragraphs", "marks"] = "lines"
-    """How each response is cut into steps."""
+    split_by: str = ""
+    """How each response is cut into steps: lines, sentences, paragraphs or marks (default: the model's own)."""
     aggregate: str = ""
     """How a response's score is made from its steps' (default: the model's own)."""
 
@@ -472,7 +554,7 @@ def run_score(config: PRMScoreConfig) -> int:
         raise ValueError("give --prompt and at least one --response")
     prm = load_prm(config.model)
     how = config.aggregate or prm.aggregate
-    step_lists = [split_steps(r, config.split_by) for r in config.response]
+    step_lists = [split_steps(r, config.split_by or prm.split_by) for r in config.response]
     for steps, probs in zip(step_lists, prm.score_steps([config.prompt] * len(step_lists), step_lists)):
         print(f"score ({how}): {aggregate([p for p in probs if not math.isnan(p)] or [0.5], how):.3f}")
         for step, p in zip(steps, probs):

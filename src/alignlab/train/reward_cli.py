@@ -53,6 +53,7 @@ def resolve_reward_model(ref: Path | str | None) -> Path:
         return path
     if (path / "model" / "reward_config.json").exists():
         return path / "model"
+    _refuse_process_model(path, ref)
     from alignlab.runs import find_run
 
     try:
@@ -61,7 +62,17 @@ def resolve_reward_model(ref: Path | str | None) -> Path:
         raise FileNotFoundError(f"{ref} is neither a reward model folder (with reward_config.json) nor a run id") from None
     if (run.path / "model" / "reward_config.json").exists():
         return run.path / "model"
+    _refuse_process_model(run.path, ref)
     raise FileNotFoundError(f"run {run.id} has no saved reward model (is it finished? `alignlab runs show {run.id}`)")
+
+
+def _refuse_process_model(path: Path, ref) -> None:
+    """A process reward model scores steps, not (prompt, response) pairs as a reward model's head
+    does: where only an outcome reward model can go, say so instead of 'not found'."""
+    if (path / "prm_config.json").exists() or (path / "model" / "prm_config.json").exists():
+        raise ValueError(f"{ref} is a process reward model (`prm train`), and only an outcome reward model "
+                         "(`reward train`) can go here; a process model is a --reward of bon, rloo, grpo and ppo, "
+                         "and `alignlab prm eval` / `prm score` evaluate it")
 
 
 def run_eval(config: RewardEvalConfig) -> int:

@@ -1,8 +1,13 @@
-"""A reward to optimise against: a saved reward model, or any Python function.
+"""A reward to optimise against: a saved reward model, a process reward model, or any Python function.
 
-``load_reward(spec)`` accepts a reward model folder, a reward run id, or a function given as
-module:function or path/to/file.py:function with the signature (prompt: str, response: str)
--> float. It returns one callable: (prompts, responses) -> tensor (N,) of rewards.
+``load_reward(spec)`` accepts a reward model folder or run id (`reward train`), a process reward
+model folder or run id (`prm train`), or a function given as module:function or
+path/to/file.py:function with the signature (prompt: str, response: str) -> float. It returns
+one callable: (prompts, responses) -> tensor (N,) of rewards. A process reward model scores a
+response by its steps (cut as its training steps were) aggregated as it was trained to
+(`prm train --aggregate`); ``load_step_reward`` gives the steps' scores themselves and where each
+step ends, for the trainers that place a reward at every step (GRPO's --process-rewards, PPO's
+--dense-rewards).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 import torch
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
+StepRewardFn = Callable[[Sequence[str], Sequence[str]], list]  # -> list[StepScores], one per response
 
 
 def load_function(spec: str, what: str = "function") -> Callable:
@@ -45,12 +51,55 @@ def load_function(spec: str, what: str = "function") -> Callable:
     return fn
 
 
-def load_reward(spec: str, batch_size: int = 8) -> tuple[RewardFn, str]:
+def process_model_folder(spec: str) -> Path | None:
+    """The process reward model folder ``spec`` names (a folder or a `prm train` run id), or None."""
+    from alignlab.train.prm import resolve_prm
+
+    if not str(spec):
+        return None  # '' would name the working directory, or the only run there is
+    try:
+        return resolve_prm(spec)
+    except FileNotFoundError:
+        return None
+
+
+def load_step_reward(spec: str, aggregate: str | None = None) -> tuple[StepRewardFn, str]:
+    """(step reward function, description) of a process reward model: (prompts, responses) ->
+    one ``StepScores`` per response (train/prm.py: each step's P(right), the character offset where
+    it ends, and the response's score by ``aggregate``, default the model's own)."""
+    from alignlab.train.prm import AGGREGATES, load_prm
+
+    if aggregate is not None and aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate {aggregate!r}: use one of {', '.join(AGGREGATES)}")
+    folder = process_model_folder(spec)
+    if folder is None:
+        raise ValueError(f"reward '{spec}' is not a process reward model (a folder with prm_config.json or the run id "
+                         "`alignlab prm train` printed); per-step rewards come only from one")
+    prm = load_prm(folder)
+    how = aggregate or prm.aggregate
+
+    def steps(prompts: Sequence[str], responses: Sequence[str]) -> list:
+        return prm.score_responses(list(prompts), list(responses), how)  # batched by step_features
+
+    return steps, f"process reward model {folder} (aggregate {how})"
+
+
+def load_reward(spec: str, batch_size: int = 8, aggregate: str | None = None) -> tuple[RewardFn, str]:
     """(reward function, description). Refuses a function that does not return one finite number.
     A callable object with a ``score(prompts, responses) -> list[float]`` method is scored in
-    batches through it (the gold judge is one)."""
+    batches through it (the gold judge is one). ``aggregate`` overrides a process reward model's
+    own (min, product, last, mean); it means nothing for any other reward."""
     from alignlab.train.reward_cli import resolve_reward_model
 
+    if process_model_folder(spec) is not None:
+        steps, described = load_step_reward(spec, aggregate)
+
+        def from_process_model(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+            return torch.tensor([s.score for s in steps(prompts, responses)])
+
+        return from_process_model, described
+    if aggregate is not None:
+        raise ValueError(f"aggregate {aggregate!r} is for a process reward model; reward '{spec}' is not one")
     is_model = False
     try:
         folder = resolve_reward_model(spec)
@@ -67,7 +116,8 @@ def load_reward(spec: str, batch_size: int = 8) -> tuple[RewardFn, str]:
 
         return from_model, f"reward model {folder}"
     if ":" not in spec:
-        raise ValueError(f"reward '{spec}' is neither a reward model folder or run id, nor module:function")
+        raise ValueError(f"reward '{spec}' is neither a reward model folder or run id (reward or process reward "
+                         "model), nor module:function")
     fn = load_function(spec, "reward")
     probe = fn("A test prompt", "A test response.")
     if isinstance(probe, bool) or not isinstance(probe, (int, float)) or not math.isfinite(float(probe)):
