@@ -14,6 +14,9 @@ from typing import Literal
 from alignlab.cli import Command
 from alignlab.errors import AlignlabError
 from alignlab.experiment.pipeline import STAGES, Experiment, run_stages
+from alignlab.experiment.process import STUDY_STAGES as PROCESS_STAGES
+from alignlab.experiment.process import ProcessProfile, get_process_profile, run_process_stages
+from alignlab.experiment.process import profile_from_dict as process_profile_from_dict
 from alignlab.experiment.profiles import Profile, get_profile
 from alignlab.fileio import atomic_write_json
 from alignlab.runs import Run, find_run
@@ -24,6 +27,8 @@ class ExperimentConfig:
     """The writing-prompts RLHF experiment: base samples, simulated labels, a proxy reward model,
     best-of-n / DPO / PPO over a sweep of pressure, gold evaluation, Goodhart fits, a report."""
 
+    study: Literal["rlhf", "process"] = "rlhf"
+    """Which study: 'rlhf' (the writing-prompts RLHF experiment) or 'process' (outcome against process supervision at equal labelling cost, on arithmetic chains)."""
     profile: Literal["test", "quick", "standard", "full"] = "quick"
     """Size: 'test' (tiny model, minutes), 'quick' (embedded model, within 15 min on a 2-core CPU), 'standard' (90 min), 'full' (a GPU)."""
     model: str | None = None
@@ -37,7 +42,7 @@ class ExperimentConfig:
     resume: str | None = None
     """Resume this experiment (id or folder) after its last finished stage."""
     stop_after: str | None = None
-    """Stop after this stage (one of: prompts, vocabulary, samples, labels, reward, bon, dpo, ppo, rloo, grpo, evaluate, report)."""
+    """Stop after this stage (rlhf: prompts, vocabulary, samples, labels, reward, bon, dpo, ppo, rloo, grpo, evaluate, report; process: prompts, policy, vocabulary, samples, features, fits, decomposition, rl, report)."""
     isolate: bool = True
     """Run each stage in a fresh process: peak memory is then the largest stage's, not what earlier stages left behind."""
 
@@ -46,18 +51,38 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def stages_of(exp: Experiment) -> tuple[str, ...]:
+    return PROCESS_STAGES if isinstance(exp.profile, ProcessProfile) else STAGES
+
+
 def open_experiment(config: ExperimentConfig, progress: bool = True) -> Experiment:
     """A new experiment folder, or the one ``config.resume`` names (with its own profile and seed)."""
-    if config.stop_after is not None and config.stop_after not in STAGES:
-        raise ValueError(f"--stop-after {config.stop_after!r}: the stages are {', '.join(STAGES)}")
     if config.resume:
         info = find_run(config.resume)
         if info.kind != "experiment":
             raise ValueError(f"run {info.id} is a '{info.kind}' run, not an experiment")
-        profile = Profile(**{k: tuple(v) if isinstance(v, list) and k != "notes" else v
-                             for k, v in json.loads((info.path / "profile.json").read_text()).items()})
-        return Experiment(Run(info.id, info.path), profile, int(info.config.get("seed", 0)), progress, _log,
-                          task=info.config.get("task") or "writing-prompts")
+        saved = json.loads((info.path / "profile.json").read_text())
+        if saved.get("study") == "process":
+            profile = process_profile_from_dict(saved)
+        else:
+            profile = Profile(**{k: tuple(v) if isinstance(v, list) and k != "notes" else v for k, v in saved.items()})
+        exp = Experiment(Run(info.id, info.path), profile, int(info.config.get("seed", 0)), progress, _log,
+                         task=info.config.get("task") or "writing-prompts")
+    elif config.study == "process":
+        if config.task != "writing-prompts":
+            raise ValueError("--task: the process study has its own task (arithmetic chains); leave --task out")
+        profile = get_process_profile(config.profile, model=config.model, dtype=config.dtype)
+        run = Run.create("experiment", config, seed=config.seed)
+        atomic_write_json(run.path / "profile.json", dataclasses.asdict(profile))
+        exp = Experiment(run, profile, config.seed, progress, _log, task="arithmetic-chains")
+    else:
+        exp = None
+    if exp is not None:
+        if config.stop_after is not None and config.stop_after not in stages_of(exp):
+            raise ValueError(f"--stop-after {config.stop_after!r}: the stages are {', '.join(stages_of(exp))}")
+        return exp
+    if config.stop_after is not None and config.stop_after not in STAGES:
+        raise ValueError(f"--stop-after {config.stop_after!r}: the stages are {', '.join(STAGES)}")
     profile = get_profile(config.profile, model=config.model, dtype=config.dtype)
     run = Run.create("experiment", config, seed=config.seed)
     atomic_write_json(run.path / "profile.json", dataclasses.asdict(profile))
@@ -79,9 +104,12 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Experimen
     exp = open_experiment(config, progress)
     _log(f"experiment {exp.run.id} ({exp.path}), profile {config.profile if not config.resume else 'as saved'}")
     if not config.isolate:
-        results = run_stages(exp, config.stop_after)
+        if isinstance(exp.profile, ProcessProfile):
+            results = run_process_stages(exp, config.stop_after)
+        else:
+            results = run_stages(exp, config.stop_after)
     else:
-        for stage in STAGES:
+        for stage in stages_of(exp):
             if exp.done(stage) is None:
                 command = [sys.executable, "-m", "alignlab.cli", "experiment", "--resume", exp.run.id,
                            "--stop-after", stage, "--no-isolate"]
@@ -93,7 +121,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Experimen
                                         f"{exp.run.id}`")
             if stage == config.stop_after:
                 break
-        results = {stage: exp.done(stage) for stage in STAGES}
+        results = {stage: exp.done(stage) for stage in stages_of(exp)}
     if results.get("report"):
         exp.run.finish(report=results["report"]["report"])
     return exp
@@ -107,6 +135,14 @@ def run_experiment_command(config: ExperimentConfig) -> int:
               f"`alignlab experiment --resume {exp.run.id}`")
         return 0
     summary = json.loads(exp.file("summary.json").read_text())
+    if summary.get("study") == "process":
+        print(summary["headline"])
+        step = summary["prm_step_accuracy"]
+        print(f"prm_step_accuracy: {step['value']:.3f} (95% CI {step['ci'][0]:.3f}-{step['ci'][1]:.3f}) "
+              f"[{'met' if step['met'] else 'NOT met'}; target {step['target']}]")
+        print(f"report: {report['report']}")
+        print(f"summary: {report['summary']}")
+        return 0
     for name, target in summary["targets"].items():
         value = f"{target['value']:.3f}"
         if target.get("ci"):
@@ -120,5 +156,6 @@ def run_experiment_command(config: ExperimentConfig) -> int:
     return 0
 
 
-EXPERIMENT = Command("experiment", "the writing-prompts RLHF experiment with a Goodhart ledger and a report",
+EXPERIMENT = Command("experiment", "the writing-prompts RLHF experiment with a Goodhart ledger and a report "
+                     "(or --study process: process against outcome supervision)",
                      ExperimentConfig, run_experiment_command)
