@@ -159,6 +159,73 @@ def test_feedback_events_agreement_and_exports(client):
     assert len(client.get(f"/api/trees/{copy.json()['id']}").json()["nodes"]) == 3
 
 
+def test_steps_are_judged_cleared_and_exported_and_a_process_reward_model_trained_on_them_scores_them(client, tmp_path):
+    """Judge a node's steps over the API, export them, train `alignlab prm train` on the file (tiny
+    model) and add the result to the loom: it gives P(right) of each step of a node."""
+    from alignlab.cli import main
+
+    tree = make_tree(client, "Add 2 and 3, then double it.\n")
+    texts = ["2 + 3 = 5.\nDouble 5 is 10.\nThe answer is 10.", "2 + 3 = 6.\nDouble 6 is 12.\nThe answer is 12.",
+             "2 + 3 = 5.\nDouble 5 is 12.\nThe answer is 12.", "3 + 2 = 5.\nTwice 5 is 10.\nSo 10."]
+    nodes = [client.post(f"/api/nodes/{tree['root_id']}/children", json={"text": t}).json() for t in texts]
+    first = nodes[0]["id"]
+    view = client.get(f"/api/nodes/{first}/steps").json()
+    assert [s["text"] for s in view["steps"]] == ["2 + 3 = 5.\n", "Double 5 is 10.\n", "The answer is 10."]
+    assert (view["judged"], view["min"], [s["label"] for s in view["steps"]]) == (0, None, [None, None, None])
+
+    def judge(node, index, label, who="tester"):
+        r = client.post(f"/api/trees/{tree['id']}/feedback", headers={"X-Annotator": who},
+                        json={"kind": "step", "node_id": node, "payload": {"by": "lines", "index": index, "label": label}})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    assert judge(first, 1, "wrong")["payload"]["step"] == "Double 5 is 10.\n"
+    judge(first, 0, "right")
+    view = client.get(f"/api/nodes/{first}/steps").json()
+    assert ([s["label"] for s in view["steps"]], view["judged"], view["min"]) == ([True, False, None], 2, False)
+    judge(first, 1, "clear")
+    view = client.get(f"/api/nodes/{first}/steps").json()
+    assert ([s["label"] for s in view["steps"]], view["judged"], view["min"]) == ([True, None, None], 1, True)
+    other = client.get(f"/api/nodes/{first}/steps", headers={"X-Annotator": "someone else"}).json()
+    assert other["judged"] == 0 and other["annotator"] == "someone else"  # each annotator sees their own
+    bad = client.get(f"/api/nodes/{first}/steps", params={"by": "words"})
+    assert bad.status_code == 422 and bad.json()["field"] == "by"
+    r = client.post(f"/api/trees/{tree['id']}/feedback",
+                    json={"kind": "step", "node_id": first, "payload": {"index": 3, "label": "right"}})
+    assert r.status_code == 422 and r.json()["field"] == "index" and "has 3 steps" in r.json()["detail"]
+
+    # Right and wrong steps for the model to tell apart: the second node goes wrong at its first step.
+    judge(first, 1, "right"), judge(first, 2, "right")
+    for index, label in enumerate(["wrong", "wrong", "wrong"]):
+        judge(nodes[1]["id"], index, label)
+    judge(nodes[2]["id"], 0, "right"), judge(nodes[2]["id"], 1, "wrong")
+    exported = client.get("/api/export/steps", params={"tree": tree["id"]})
+    rows = [json.loads(line) for line in exported.text.splitlines()]
+    assert [r["labels"] for r in rows] == [[True, True, True], [False, False, False], [True, False, None]]
+    assert all(r["kind"] == "steps" and r["prompt"] == "Add 2 and 3, then double it.\n" for r in rows)
+    assert rows[2]["completions"] == ["2 + 3 = 5.\n", "Double 5 is 12.\n", "The answer is 12."]
+    trl = client.get("/api/export/steps", params={"tree": tree["id"], "style": "trl"})
+    assert trl.status_code == 422 and "unjudged steps" in trl.json()["detail"]
+    refused = client.post("/api/train", json={"kind": "reward", "data": ["steps"]})
+    assert refused.status_code == 422 and "alignlab prm train" in refused.json()["detail"]
+
+    data, out = tmp_path / "steps.jsonl", tmp_path / "prm"
+    data.write_text(exported.text)
+    for node in nodes:  # the loom's worker is done with the model (two threads must not import transformers at once)
+        settled_bits(client, node["id"])
+    assert main(["prm", "train", "--data", str(data), "--model", "tiny", "--eval-fraction", "0", "--out", str(out)]) == 0
+    added = client.post("/api/models", json={"name": str(out)})
+    assert added.status_code == 201 and added.json()["kind"] == "process", added.text
+    name = added.json()["name"]
+    scores = client.get(f"/api/nodes/{nodes[3]['id']}/step-scores", params={"model": name}).json()
+    assert scores["by"] == "lines" and len(scores["p_right"]) == 3 and all(0 < p < 1 for p in scores["p_right"])
+    assert client.get(f"/api/nodes/{first}/step-scores", params={"model": "tiny"}).status_code == 404
+    assert client.post(f"/api/nodes/{first}/generate", json={"model": name}).status_code == 404  # it does not write
+    app = create_app(LoomSettings(data_dir=client.app.state.settings.data_dir, models=["tiny"]))
+    with TestClient(app, base_url="http://127.0.0.1:8765") as again:  # kept across a restart
+        assert {m["name"]: m["kind"] for m in again.get("/api/models").json()}[name] == "process"
+
+
 def test_next_tokens_view(client):
     tree = make_tree(client)
     view = client.get(f"/api/nodes/{tree['root_id']}/next-tokens", params={"breadth": 3, "depth": 2}).json()
@@ -211,8 +278,8 @@ def test_bad_requests_get_4xx_with_the_field(client):
 def test_models_queue_and_page(client):
     assert client.get("/api/models").json()[0]["name"] == "tiny"
     assert client.get("/api/queue").json() == {"waiting": 0}
-    assert client.get("/api/feedback-kinds").json() == ["compare", "critique", "highlight", "rank", "rating", "stop",
-                                                        "thumb"]
+    assert client.get("/api/feedback-kinds").json() == ["compare", "critique", "highlight", "rank", "rating", "step",
+                                                        "stop", "thumb"]
     assert client.post("/api/models", json={"name": "/no/such/folder"}).status_code == 422
     page = client.get("/")
     assert page.status_code == 200 and "alignlab loom" in page.text

@@ -348,3 +348,78 @@ def test_two_annotators_see_each_other_live(page, browser, browser_context_args,
     finally:
         other.close()
     page.wait_for_function("document.querySelector('#presence').textContent === ''")
+
+
+def test_judge_a_node_step_by_step_and_the_export_holds_the_labels(page, live_loom, tree, shots):
+    """Steps: cut a node into lines, mark one right and one wrong, see the aggregate on the node,
+    and download the steps export. The steps are node text (payloads included) shown as text."""
+    import json
+
+    url, store = live_loom
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    lines = [" she climbed the stairs.", *PAYLOADS, "The lamp was lit."]
+    (node,) = store.add_nodes(tree["root_id"], [{"text": "\n".join(lines), "source": "human"}], "tester", kind="write")
+    open_tree(page, url, tree["id"], node["id"])
+    page.click("#steps")
+    page.wait_for_selector("#steps-panel:not([hidden]) .step")
+    steps = page.locator("#steps-panel .step")
+    assert steps.count() == 5
+    assert [steps.nth(i).locator(".step-text").inner_text() for i in range(5)] == lines
+    assert page.locator("#steps-panel img, #steps-panel script, #steps-panel svg").count() == 0
+
+    page.click("#steps-panel .step[data-index='0'] button.step-right")
+    page.wait_for_selector("#steps-panel .step.right[data-index='0']")
+    page.click("#steps-panel .step[data-index='2'] button.step-wrong")
+    page.wait_for_selector("#steps-panel .step.wrong[data-index='2']")
+    page.click("#steps-panel .step[data-index='4'] button.step-wrong")  # judged, then taken back
+    page.wait_for_selector("#steps-panel .step.wrong[data-index='4']")
+    page.click("#steps-panel .step[data-index='4'] button.step-clear")
+    page.wait_for_selector("#steps-panel .step[data-index='4'][data-label='']")
+    assert page.inner_text("#steps-summary") == "5 steps by lines · 2 judged · lowest: wrong"
+    assert "steps ✗ 2/5" in page.inner_text("#judged-here")
+    page.screenshot(path=str(shots / "loom-steps.png"), full_page=True)
+    page.keyboard.press("h")  # the parent's list of continuations shows the mark on the node's card
+    page.wait_for_function(f"window.loom.state.current === '{tree['root_id']}'")
+    assert "steps ✗ 2/5" in page.inner_text(f"#children .child[data-id='{node['id']}'] .judged")
+    # the steps follow the selected node: the root is one line, which this annotator has not judged
+    page.wait_for_function("document.querySelector('#steps-summary').textContent === '1 step by lines · 0 judged'")
+
+    page.click("#export-box summary")
+    with page.expect_download() as download:
+        page.click("#export-links a:text-is('steps')")
+    rows = [json.loads(line) for line in open(download.value.path(), encoding="utf-8")]
+    assert len(rows) == 1 and rows[0]["kind"] == "steps" and rows[0]["annotator"] == "anonymous"  # the page's default
+    assert rows[0]["labels"] == [True, None, False, None, None]
+    assert "".join(rows[0]["completions"]) == node["text"] and rows[0]["completions"][2] == PAYLOADS[1] + "\n"
+    assert rows[0]["prompt"] == "The lighthouse keeper opened the door and"
+    assert [e["payload"]["label"] for e in store.events(tree["id"], kinds=["step"])] == ["right", "wrong", "wrong",
+                                                                                       "clear"]
+    page.wait_for_timeout(300)
+    assert dialogs == []
+
+
+def test_a_process_reward_model_shows_p_right_beside_each_step(page, live_loom, tree, tmp_path):
+    from alignlab.cli import main
+    from alignlab.data import StepLabels, write_feedback
+
+    url, store = live_loom
+    data, out = tmp_path / "steps.jsonl", tmp_path / "prm"
+    write_feedback(data, [StepLabels(f"Task {i}:", ["The sea is calm.\n", "The sea is awful."], [True, False])
+                          for i in range(4)])
+    assert main(["prm", "train", "--data", str(data), "--model", "tiny", "--eval-fraction", "0", "--out", str(out)]) == 0
+    (node,) = store.add_nodes(tree["root_id"], [{"text": " she waited.\nThe sea is calm.\nThe sea is awful."}], "tester")
+    open_tree(page, url, tree["id"], node["id"])
+    page.click("#steps")
+    page.wait_for_selector("#steps-panel .step")
+    assert page.locator("#prm-select").count() == 0  # no process reward model yet: nothing to choose
+    page.once("dialog", lambda d: d.accept(str(out)))  # + model asks for the folder
+    page.click("#add-model")
+    page.wait_for_function("[...document.querySelectorAll('#steps-panel .step-p')].length === 3 && "
+                           "[...document.querySelectorAll('#steps-panel .step-p')].every(s => s.textContent.startsWith('P(right) '))")
+    assert page.input_value("#prm-select") == str(out.resolve())
+    assert page.locator("#model-select option").all_inner_texts() == ["tiny"]  # it scores; it does not write
+    shown = [float(t.split()[-1]) for t in page.locator("#steps-panel .step-p").all_inner_texts()]
+    assert all(0 <= p <= 1 for p in shown)
+    page.select_option("#prm-select", "")  # none chosen: no scores
+    page.wait_for_function("[...document.querySelectorAll('#steps-panel .step-p')].every(s => s.textContent === '')")

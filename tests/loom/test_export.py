@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from alignlab.data.records import Critique, Demonstration, Edit, PreferencePair, Ranking, Rating, SpanJudgement, Stop, Thumbs
+from alignlab.data.records import (Critique, Demonstration, Edit, PreferencePair, Ranking, Rating, SpanJudgement,
+                                   StepLabels, Stop, Thumbs)
+from alignlab.loom.events import Invalid
 from alignlab.loom.export import KINDS, records
 
 
@@ -26,6 +28,7 @@ def session(store):
     store.record(tree["id"], "stop", {"token_index": 1, "char": 4}, "ada", node_id=c["id"])
     store.record(tree["id"], "highlight", {"start": 0, "end": 4, "label": "good"}, "ada", node_id=a["id"])
     store.record(tree["id"], "critique", {"text": "too flat"}, "ada", node_id=b["id"])
+    store.record(tree["id"], "step", {"by": "sentences", "index": 0, "label": "right"}, "ada", node_id=a["id"])
     store.edit(deeper["id"], " Soft, and slow.", "ada")
     typed = store.add_nodes(root, [{"text": "Drops on glass.", "source": "human"}], "bob", kind="write")[0]
     return store, tree, {"a": a, "b": b, "c": c, "deeper": deeper, "typed": typed}
@@ -77,6 +80,78 @@ def test_every_per_node_kind(session):
     for kind in KINDS:  # every set writes and reads back through the ordinary feedback files
         found, _ = records(store, kind)
         assert found, kind
+
+
+def test_step_judgements_export_as_step_labels_each_step_s_latest_label_unjudged_null(store):
+    tree = store.create_tree("Add 2 and 3, then double it.\n", "ada")
+    node = store.add_nodes(tree["root_id"], [{"text": "2 + 3 = 5.\nDouble 5 is 12.\nSo the answer is 12."}], "ada")[0]
+    judge = lambda who, index, label, by="lines": store.record(  # noqa: E731
+        tree["id"], "step", {"by": by, "index": index, "label": label}, who, node_id=node["id"])
+    event = judge("ada", 0, "right")
+    assert event["payload"] == {"by": "lines", "index": 0, "label": "right", "steps": 3, "step": "2 + 3 = 5.\n",
+                                "seen": {"prompt": "Add 2 and 3, then double it.\n", "text": node["text"]}}
+    judge("ada", 1, "right")
+    judge("ada", 1, "wrong")  # changed her mind: the latest label holds
+    judge("ada", 2, "wrong")
+    judge("ada", 2, "clear")  # taken back: not judged
+    judge("bob", 0, "wrong", by="sentences")  # another annotator, another split: a record of its own
+    (ada, bob), skipped = records(store, "steps", [tree["id"]])
+    assert skipped == {}
+    assert isinstance(ada, StepLabels) and ada.annotator == "ada"
+    assert ada.prompt == "Add 2 and 3, then double it.\n"
+    assert ada.completions == ["2 + 3 = 5.\n", "Double 5 is 12.\n", "So the answer is 12."]
+    assert ada.labels == [True, False, None]
+    assert "".join(ada.completions) == node["text"]  # lossless: the steps are the node's text
+    assert ada.meta["node"] == node["id"] and ada.meta["split_by"] == "lines" and len(ada.meta["events"]) == 5
+    assert (bob.annotator, bob.labels, bob.meta["split_by"]) == ("bob", [False, None, None], "sentences")
+
+    # An edit after judging: the record keeps the text judged; judging the new text makes another.
+    judge("bob", 0, "clear", by="sentences")  # every judged step cleared: nothing to export, counted
+    store.edit(node["id"], "2 + 3 = 5.\nDouble 5 is 10.", "ada")
+    judge("ada", 1, "right")
+    found, skipped = records(store, "steps", [tree["id"]])
+    assert [(r.annotator, r.completions, r.labels) for r in found] == [
+        ("ada", ["2 + 3 = 5.\n", "Double 5 is 12.\n", "So the answer is 12."], [True, False, None]),
+        ("ada", ["2 + 3 = 5.\n", "Double 5 is 10."], [None, True])]
+    assert skipped == {"every judged step cleared": 1}
+
+
+def test_bad_step_judgements_are_refused_naming_the_field(store):
+    tree = store.create_tree("Q\n", "ada")
+    node = store.add_nodes(tree["root_id"], [{"text": "One.\nTwo."}], "ada")[0]
+    empty = store.add_nodes(tree["root_id"], [{"text": ""}], "ada")[0]
+    cases = [({"index": 2, "label": "right"}, node, "index", r"'index' is 2; split by lines the node has 2 steps \(0..1\)"),
+             ({"index": -1, "label": "right"}, node, "index", "'index' must be a step number"),
+             ({"index": True, "label": "right"}, node, "index", "'index' must be a step number"),
+             ({"index": 0, "label": "maybe"}, node, "label", "'right', 'wrong' or 'clear'"),
+             ({"index": 0, "label": ["right"]}, node, "label", "'right', 'wrong' or 'clear'"),
+             ({"index": 0, "label": "right", "by": ["lines"]}, node, "by", "lines, sentences, paragraphs"),
+             ({"index": 0, "label": "right", "by": "marks"}, node, "by", "lines, sentences, paragraphs"),
+             ({"index": 0, "label": "right"}, None, "node_id", "give 'node_id'"),
+             ({"index": 0, "label": "right"}, empty, "node_id", "no steps to judge")]
+    for payload, on, field, message in cases:
+        with pytest.raises(Invalid, match=message) as err:
+            store.record(tree["id"], "step", payload, "ada", node_id=on and on["id"])
+        assert err.value.field == field
+    assert store.events(tree["id"], kinds=["step"]) == []
+
+
+def test_exported_steps_are_what_prm_train_reads(store, tmp_path):
+    from alignlab.data.formats import write_feedback
+    from alignlab.train.prm import read_steps
+
+    tree = store.create_tree("Q\n", "ada")
+    node = store.add_nodes(tree["root_id"], [{"text": "One.\nTwo.\nThree."}], "ada")[0]
+    for index, label in ((0, "right"), (1, "wrong")):
+        store.record(tree["id"], "step", {"index": index, "label": label}, "ada", node_id=node["id"])
+    found, _ = records(store, "steps")
+    write_feedback(tmp_path / "steps.jsonl", found)
+    (back,) = read_steps(str(tmp_path / "steps.jsonl"))
+    assert (back.prompt, back.completions, back.labels) == ("Q\n", ["One.\n", "Two.\n", "Three."], [True, False, None])
+    assert back.annotator == "ada" and back.meta["node"] == node["id"]
+    # TRL's stepwise layout cannot hold the unjudged step: refused, saying what to do
+    with pytest.raises(ValueError, match="unjudged steps"):
+        write_feedback(tmp_path / "trl.jsonl", found, style="trl")
 
 
 def test_exports_hold_the_text_that_was_judged_not_the_text_edited_since(store):

@@ -43,7 +43,7 @@ def test_a_fresh_database_has_exactly_the_schema_of_the_migrations_and_the_code(
     fks = {(f["constrained_columns"][0], f["referred_table"]) for f in inspector.get_foreign_keys("nodes")}
     assert fks == {("tree_id", "trees"), ("parent_id", "nodes")}
     with store.engine.connect() as c:
-        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002_models"
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003_process_models"
         diff = compare_metadata(MigrationContext.configure(c), metadata)
     assert diff == []  # the migrations build what schema.py declares
 
@@ -57,6 +57,33 @@ def test_opening_again_migrates_nothing_and_keeps_the_data(db_url, tmp_path):
     again = Store.open(db_url, tmp_path)
     assert again.tree(tree["id"])["title"] == "Once upon a time"
     again.close()
+
+
+def test_a_database_from_before_process_models_upgrades_keeping_its_models(db_url):
+    from alembic import command
+    from alembic.config import Config
+
+    from alignlab.loom.store import MIGRATIONS, Store, make_engine
+
+    engine = make_engine(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as c:
+        config.attributes["connection"] = c
+        command.upgrade(config, "0002_models")
+    old = Store(engine)
+    old.keep_model("/models/rm", "reward", "ada")
+    with pytest.raises(sa.exc.IntegrityError):  # what 0003 is for
+        old.keep_model("/models/prm", "process", "ada")
+    with engine.begin() as c:
+        config.attributes["connection"] = c
+        command.upgrade(config, "head")
+    new = Store(engine)
+    new.keep_model("/models/prm", "process", "ada")
+    assert [(m["name"], m["kind"]) for m in new.models()] == [("/models/rm", "reward"), ("/models/prm", "process")]
+    with pytest.raises(sa.exc.IntegrityError):
+        new.keep_model("/models/x", "nonsense", "ada")
+    engine.dispose()
 
 
 def test_ids_sort_by_creation_time():

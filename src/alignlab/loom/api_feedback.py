@@ -28,8 +28,32 @@ class Feedback(Strict):
 
 @router.post("/trees/{tree_id}/feedback", status_code=201)
 def give_feedback(tree_id: str, body: Feedback, s: Store = Depends(store), who: str = Depends(author)) -> dict:
-    """Record one explicit judgement: compare, rank, thumb, rating, stop, highlight or critique."""
+    """Record one explicit judgement: compare, rank, thumb, rating, stop, highlight, critique or step."""
     return s.record(tree_id, body.kind, body.payload, who, node_id=body.node_id)
+
+
+@router.get("/nodes/{node_id}/steps")
+def node_steps(node_id: str, s: Store = Depends(store), who: str = Depends(author),
+               by: Annotated[str, Query(max_length=16)] = "lines") -> dict:
+    """The node's text cut into steps (``by``: lines, sentences or paragraphs; lossless, see
+    data/steps.py) with your latest judgement of each as the text reads now (true right, false
+    wrong, null not judged), how many are judged, and their minimum (false if any is wrong)."""
+    from alignlab.data.steps import split_steps
+    from alignlab.loom.events import STEP_SPLITS
+    from alignlab.loom.export import step_labels
+
+    if by not in STEP_SPLITS:
+        raise Invalid(f"'by' is {by!r}; split a node by {', '.join(STEP_SPLITS)}", field="by")
+    path = s.ancestry(node_id)
+    node, prompt = path[-1], "".join(n["text"] for n in path[:-1])
+    events = [e for e in s.events(node["tree_id"], kinds=["step"], author=who) if e["node_id"] == node_id]
+    group = step_labels(events).get((node_id, who, by, prompt, node["text"]), {"labels": {}})
+    steps = split_steps(node["text"], by)
+    labels = [group["labels"].get(i) for i in range(len(steps))]
+    judged = [label for label in labels if label is not None]
+    return {"node_id": node_id, "by": by, "annotator": who, "judged": len(judged),
+            "min": min(judged) if judged else None,
+            "steps": [{"index": i, "text": text, "label": label} for i, (text, label) in enumerate(zip(steps, labels))]}
 
 
 @router.get("/trees/{tree_id}/events")
@@ -123,8 +147,8 @@ def comparison_agreement(events: list[dict]) -> dict:
 @router.get("/export/{kind}")
 def export(kind: str, s: Store = Depends(store), tree: Annotated[list[str] | None, Query()] = None,
            style: str = "alignlab") -> Response:
-    """A dataset as JSONL: pairs, process, thumbs, ratings, stops, spans, critiques,
-    demonstrations, edits, or the raw events."""
+    """A dataset as JSONL: pairs, rankings, process, steps, thumbs, ratings, stops, spans,
+    critiques, demonstrations, edits, or the raw events."""
     from alignlab.data.formats import record_rows
     from alignlab.loom.export import KINDS, event_rows, records
 

@@ -219,6 +219,30 @@ def reward(node_id: str, request: Request, model: str, s: Store = Depends(store)
     return {"model": model, "node_id": node_id, "reward": float(mean[0]), "ensemble_std": float(spread[0])}
 
 
+@router.get("/nodes/{node_id}/step-scores")
+def step_scores(node_id: str, request: Request, model: str, s: Store = Depends(store),
+                by: Annotated[str, Query(max_length=16)] = "lines") -> dict:
+    """A process reward model's P(right) of each of the node's steps (cut as ``GET
+    /nodes/{id}/steps`` cuts them) given its ancestry; null for a step past the model's length limit."""
+    from alignlab.data.steps import split_steps
+    from alignlab.loom.events import STEP_SPLITS
+
+    if by not in STEP_SPLITS:
+        raise Invalid(f"'by' is {by!r}; split a node by {', '.join(STEP_SPLITS)}", field="by")
+    registry = request.app.state.models
+    if model not in registry.names("process"):
+        raise NotFound(f"no process reward model {model!r} in this loom (process reward models: "
+                       f"{', '.join(registry.names('process')) or 'none'}; add one with + model)", field="model")
+    node = s.node(node_id)
+    steps = split_steps(node["text"], by)
+    if not steps:
+        raise Invalid("the node's text is empty: it has no steps to score", field="node_id")
+    context = s.text_of(node["parent_id"]) if node["parent_id"] else ""
+    (probs,) = request.app.state.worker.call(lambda job: registry.process(model).score_steps([context], [steps]))
+    return {"model": model, "node_id": node_id, "by": by,
+            "p_right": [None if math.isnan(p) else float(p) for p in probs]}
+
+
 @router.post("/train", status_code=202)
 def start_training(body: dict[str, Any], request: Request, who: str = Depends(author)) -> dict:
     """Start a reward-model or DPO run on what the loom recorded (a background process)."""

@@ -50,7 +50,7 @@ class LoomConfig(StoreOptions):
 @dataclass
 class LoomExportConfig(StoreOptions):
     kind: str = "pairs"
-    """What to export: pairs, rankings, process, thumbs, ratings, stops, spans, critiques, demonstrations, edits, events, loom (the original Loom's JSON, one tree), or all."""
+    """What to export: pairs, rankings, process, steps (judged steps, for 'prm train'), thumbs, ratings, stops, spans, critiques, demonstrations, edits, events, loom (the original Loom's JSON, one tree), or all."""
     tree: list[str] = field(default_factory=list)
     """Only these trees (ids; repeat the flag). Default: every tree."""
     out: Path = Path("loom-export")

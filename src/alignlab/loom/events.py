@@ -3,8 +3,8 @@
 Every act of curation is an event: the implicit ones the app records as the person works
 (which child they continued from, what they archived, how they edited model text) and the
 explicit ones they give on purpose (comparisons, rankings, thumbs, ratings, stops, highlighted
-spans, critiques). The log is append-only; exports (loom/export.py) turn it into the feedback
-records of data/records.py.
+spans, critiques, judgements of a node's steps). The log is append-only; exports
+(loom/export.py) turn it into the feedback records of data/records.py.
 
 A validator takes the payload and the ids of the nodes it may name and returns the payload as
 stored (numbers normalised); it raises ``Invalid`` naming the field and what to do.
@@ -119,13 +119,49 @@ def _critique(p: dict, known) -> dict:
     return {"text": _text(p, "text", "write what is wrong or right with the node")}
 
 
+STEP_SPLITS = ("lines", "sentences", "paragraphs")
+"""How the loom cuts a node into steps (data/steps.py; 'marks' needs separators nobody types in a node)."""
+
+STEP_LABELS = {"right": True, "wrong": False, "clear": None}
+"""A step judgement's label and the step label it exports as ('clear' takes a judgement back)."""
+
+
+def _step(p: dict, known) -> dict:
+    by = p.get("by", "lines")
+    if by not in STEP_SPLITS:
+        raise Invalid(f"'by' is {by!r}; split a node by {', '.join(STEP_SPLITS)}", field="by")
+    index = p.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise Invalid(f"'index' must be a step number >= 0 (the first step is 0), got {index!r}", field="index")
+    if p.get("label") not in tuple(STEP_LABELS):  # (a tuple: a list or object sent as the label is refused, not hashed)
+        raise Invalid(f"'label' is {p.get('label')!r}; a step is 'right', 'wrong' or 'clear' (not judged)",
+                      field="label")
+    return {"by": by, "index": index, "label": p["label"]}
+
+
+def place_step(payload: dict, seen: dict | None) -> dict:
+    """A step judgement's payload with the step it names (``step``: its text) and how many steps the
+    node had (``steps``), checked against the node's text as judged (``seen``, from the store)."""
+    from alignlab.data.steps import split_steps
+
+    if seen is None:
+        raise Invalid("a step judgement is of one node's steps: give 'node_id'", field="node_id")
+    steps = split_steps(seen["text"], payload["by"])
+    if not steps:
+        raise Invalid("the node's text is empty: it has no steps to judge", field="node_id")
+    if payload["index"] >= len(steps):
+        raise Invalid(f"'index' is {payload['index']}; split by {payload['by']} the node has {len(steps)} steps "
+                      f"(0..{len(steps) - 1})", field="index")
+    return {**payload, "steps": len(steps), "step": steps[payload["index"]]}
+
+
 def _free(p: dict, known) -> dict:
     return dict(p)
 
 
 FEEDBACK: dict[str, Callable[[dict, Callable[[str], bool]], dict]] = {
     "compare": _compare, "rank": _rank, "thumb": _thumb, "rating": _rating, "stop": _stop,
-    "highlight": _highlight, "critique": _critique,
+    "highlight": _highlight, "critique": _critique, "step": _step,
 }
 """Explicit feedback a person gives; the API accepts these kinds from clients."""
 

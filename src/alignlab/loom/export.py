@@ -6,6 +6,9 @@
 - rankings: each ranking whole;
 - process: step-level data. At each branch point, every child the person continued from is
   preferred over each sibling they did not continue from; the shared ancestry is the prompt;
+- steps: a node's steps as a person judged them (process supervision): one record per node,
+  annotator, split and text as judged, each step's latest label (right, wrong, or null where not
+  judged or cleared); what `alignlab prm train` reads;
 - thumbs, ratings, stops, highlighted spans, critiques: one record per event;
 - demonstrations: text a person wrote or edited (sources 'human' and 'mixed');
 - edits: model text and what a person made of it;
@@ -28,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alignlab.data.records import (Critique, Demonstration, Edit, FeedbackRecord, PreferencePair, Ranking, Rating,
-                                   SpanJudgement, Stop, Thumbs)
-from alignlab.loom.events import FEEDBACK
+                                   SpanJudgement, StepLabels, Stop, Thumbs)
+from alignlab.data.steps import split_steps
+from alignlab.loom.events import FEEDBACK, STEP_LABELS
 from alignlab.loom.store import Store, fork
 
-KINDS = ("pairs", "rankings", "process", "thumbs", "ratings", "stops", "spans", "critiques", "demonstrations", "edits")
+KINDS = ("pairs", "rankings", "process", "steps", "thumbs", "ratings", "stops", "spans", "critiques", "demonstrations",
+         "edits")
 """Record sets ``export`` can write (``events`` is the raw log)."""
 
 
@@ -170,6 +175,38 @@ def _process(tree: Tree, events: list[dict], skipped: dict) -> list[FeedbackReco
     return out
 
 
+def step_labels(events: Iterable[dict]) -> dict[tuple[str, str, str, str, str], dict]:
+    """The step judgements among ``events``, by (node, annotator, split, prompt and text as judged):
+    each step's latest label by its index (True right, False wrong, None cleared), the events
+    that gave them, and the last of those. A node edited between judgements has one entry per text."""
+    groups: dict[tuple[str, str, str, str, str], dict] = {}
+    for e in events:
+        if e["kind"] != "step":
+            continue
+        p = e["payload"]
+        key = (e["node_id"], e["author"], p["by"], p["seen"]["prompt"], p["seen"]["text"])
+        group = groups.setdefault(key, {"labels": {}, "events": []})
+        group["labels"][p["index"]] = STEP_LABELS[p["label"]]
+        group["events"].append(e["id"])
+        group["last"] = e
+    return groups
+
+
+def _steps(tree: Tree, events: list[dict], skipped: dict) -> list[FeedbackRecord]:
+    out: list[FeedbackRecord] = []
+    for (node, author, by, prompt, text), group in step_labels(events).items():
+        steps = split_steps(text, by)
+        labels = [group["labels"].get(i) for i in range(len(steps))]
+        if all(label is None for label in labels):
+            skipped["every judged step cleared"] = skipped.get("every judged step cleared", 0) + 1
+            continue
+        last = group["last"]
+        out.append(StepLabels(prompt or " ", steps, labels, annotator=author, time=_time(last),
+                              meta={"tree": last["tree_id"], "event": last["id"], "events": group["events"],
+                                    "node": node, "split_by": by}))
+    return out
+
+
 def _per_node(make):
     def export(tree: Tree, events: list[dict], skipped: dict) -> list[FeedbackRecord]:
         out = []
@@ -247,9 +284,10 @@ def _demonstrations(tree: Tree, events: list[dict], skipped: dict) -> list[Feedb
     return out
 
 
-EXPORTERS = {"pairs": _pairs, "rankings": _rankings, "process": _process, "thumbs": _per_node(_thumb), "ratings": _per_node(_rating),
-             "stops": _per_node(_stop), "spans": _per_node(_span), "critiques": _per_node(_critique),
-             "demonstrations": _demonstrations, "edits": _per_node(_edit)}
+EXPORTERS = {"pairs": _pairs, "rankings": _rankings, "process": _process, "steps": _steps,
+             "thumbs": _per_node(_thumb), "ratings": _per_node(_rating), "stops": _per_node(_stop),
+             "spans": _per_node(_span), "critiques": _per_node(_critique), "demonstrations": _demonstrations,
+             "edits": _per_node(_edit)}
 
 
 def event_rows(store: Store, tree_ids: Iterable[str] | None = None) -> list[dict]:

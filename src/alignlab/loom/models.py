@@ -2,8 +2,9 @@
 
 Generation models (the base model, a trained policy folder, a base model plus a LoRA adapter)
 are named as everywhere in alignlab ('gemma-3-270m', 'tiny', or a folder). Reward models (a
-folder written by `alignlab reward train`) are kept beside them as scorers: the loom shows
-their score for a node, they do not generate.
+folder written by `alignlab reward train`) and process reward models (`alignlab prm train`) are
+kept beside them as scorers: the loom shows a reward model's score for a node and a process
+reward model's P(right) of each of its steps; they do not generate.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from alignlab.loom.generation import COLOURS, ModelSlot
 
 
 BASE_MODELS = ("gemma-3-270m", "tiny")
-KINDS = ("base", "policy", "adapter", "reward")
+KINDS = ("base", "policy", "adapter", "reward", "process")
+SCORERS = ("reward", "process")
+"""Kinds that score text instead of writing it."""
 
 
 def model_kind(name: str) -> str:
     """What ``name`` is: 'base' (a model name alignlab knows), or the kind of model a folder
-    holds: 'reward' (reward_config.json), 'adapter' (adapter_config.json), 'policy' (config.json
-    with weights). Anything else is refused, naming what a model folder holds."""
+    holds: 'reward' (reward_config.json), 'process' (prm_config.json), 'adapter'
+    (adapter_config.json), 'policy' (config.json with weights). Anything else is refused, naming
+    what a model folder holds."""
     if not isinstance(name, str) or not name.strip():
         raise Invalid("'name' is empty; give a model name or a folder", field="name")
     if name in BASE_MODELS:
@@ -33,13 +37,16 @@ def model_kind(name: str) -> str:
                       "holds a model", field="name")
     if (folder / "reward_config.json").is_file():
         return "reward"
+    if (folder / "prm_config.json").is_file():
+        return "process"
     if (folder / "adapter_config.json").is_file():
         return "adapter"
     weights = any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
     if (folder / "config.json").is_file() and weights:
         return "policy"
     raise Invalid(f"{name} holds no model: a model folder has config.json with weights (*.safetensors), "
-                  "an adapter (adapter_config.json) or a reward model (reward_config.json)", field="name")
+                  "an adapter (adapter_config.json), a reward model (reward_config.json) or a process reward "
+                  "model (prm_config.json)", field="name")
 
 
 class ModelRegistry:
@@ -85,7 +92,10 @@ class ModelRegistry:
         return self.describe(name)
 
     def names(self, kind: str | None = None) -> list[str]:
-        return [n for n in self._names if kind is None or (self._kinds[n] == "reward") == (kind == "reward")]
+        """The models of one kind ('generate': every model that writes text), or all of them."""
+        if kind == "generate":
+            return [n for n in self._names if self._kinds[n] not in SCORERS]
+        return [n for n in self._names if kind is None or self._kinds[n] == kind]
 
     def default(self) -> str:
         generators = self.names("generate")
@@ -104,8 +114,9 @@ class ModelRegistry:
         if name not in self._kinds:
             raise NotFound(f"no model {name!r} in this loom; add it first (models: {', '.join(self._names)})",
                            field="model")
-        if self._kinds[name] == "reward":
-            raise Invalid(f"{name} is a reward model; it scores, it does not generate", field="model")
+        if self._kinds[name] in SCORERS:
+            what = "a reward model" if self._kinds[name] == "reward" else "a process reward model"
+            raise Invalid(f"{name} is {what}; it scores, it does not generate", field="model")
         if name not in self._loaded:
             from alignlab.train.policy import load_policy
 
@@ -123,4 +134,15 @@ class ModelRegistry:
             from alignlab.train.reward_model import load_reward_model
 
             self._loaded[name] = load_reward_model(name)
+        return self._loaded[name]
+
+    def process(self, name: str):
+        """The loaded process reward model ``name`` (train/prm.py). Call on the model worker."""
+        if self._kinds.get(name) != "process":
+            raise NotFound(f"no process reward model {name!r} in this loom; add its folder (the one "
+                           "`alignlab prm train` printed) with + model", field="model")
+        if name not in self._loaded:
+            from alignlab.train.prm import load_prm
+
+            self._loaded[name] = load_prm(name)
         return self._loaded[name]

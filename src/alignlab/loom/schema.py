@@ -125,7 +125,7 @@ models = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("author", sa.String(200), nullable=False),
     _time("created_at"),
-    sa.CheckConstraint("kind IN ('base', 'policy', 'adapter', 'reward')", name="kind"),
+    sa.CheckConstraint("kind IN ('base', 'policy', 'adapter', 'reward', 'process')", name="kind"),
 )
 """Models added while the loom ran (trained from the page, or a folder the person added): kept so
 that a restart lists them again. Models named on the command line are not stored."""

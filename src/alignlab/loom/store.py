@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from alignlab.loom import schema as t
-from alignlab.loom.events import FEEDBACK, Conflict, Invalid, NotFound, validate
+from alignlab.loom.events import FEEDBACK, Conflict, Invalid, NotFound, place_step, validate
 from alignlab.loom.ids import new_id
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -461,6 +461,8 @@ class Store:
                 raise Invalid(f"'node_id' {node_id!r} is not a node of tree {tree_id}", field="node_id")
             stored = validate(kind, payload, known, explicit_only)
             seen = self._seen(c, kind, stored, node_id)
+            if kind == "step":  # which step is judged depends on the text, read in this transaction
+                stored = place_step(stored, seen)
             if seen is not None:
                 stored = {**stored, "seen": seen}
             event_id = self._event(c, tree_id, node_id, kind, author, stored)

@@ -67,6 +67,10 @@ class TrainRequest:
         bad = [d for d in self.data if d not in KINDS]
         if bad or not self.data:
             raise Invalid(f"'data' must name exports among {', '.join(KINDS)}; got {self.data}", field="data")
+        if "steps" in self.data:
+            raise Invalid("step judgements train a process reward model, not a reward model or DPO: export them "
+                          "(alignlab loom export --kind steps --out steps.jsonl) and run alignlab prm train "
+                          "--data steps.jsonl", field="data")
         if self.kind == "dpo" and any(d not in ("pairs", "process") for d in self.data):
             raise Invalid("DPO trains on preference pairs: use data 'pairs' and/or 'process'", field="data")
         if not isinstance(self.max_steps, int) or not 1 <= self.max_steps <= 100000:

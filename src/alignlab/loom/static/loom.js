@@ -109,15 +109,42 @@ function goLive(treeId) {
   };
 }
 
-// Your latest thumb and rating of each node, shown on it (others' are in the feedback log).
+// Your latest thumb, rating and step judgements of each node, shown on it (others' are in the
+// feedback log).
 async function loadJudged() {
-  const events = await getJSON(`/trees/${state.tree.tree.id}/events?kind=thumb&kind=rating&annotator=${encodeURIComponent(annotator())}`);
+  const events = await getJSON(`/trees/${state.tree.tree.id}/events?kind=thumb&kind=rating&kind=step&annotator=${encodeURIComponent(annotator())}`);
   state.judged = new Map();
-  for (const e of events) {
-    const mark = state.judged.get(e.node_id) || {};
-    mark[e.kind] = e.payload.value;
-    state.judged.set(e.node_id, mark);
-  }
+  for (const e of events) noteJudged(e);
+}
+
+function noteJudged(e) {
+  const mark = state.judged.get(e.node_id) || {};
+  state.judged.set(e.node_id, mark);
+  if (e.kind !== "step") { mark[e.kind] = e.payload.value; return; }
+  // Step labels hold for one split of one text (the node's and the text before it, as judged):
+  // each such group keeps each step's latest label; the node shows the group judged last.
+  const p = e.payload;
+  const key = JSON.stringify([p.by, p.seen.prompt, p.seen.text]);
+  mark.stepGroups = mark.stepGroups || new Map();
+  const group = mark.stepGroups.get(key) || {by: p.by, prompt: p.seen.prompt, text: p.seen.text, total: p.steps, labels: new Map()};
+  if (p.label === "clear") group.labels.delete(p.index); else group.labels.set(p.index, p.label);
+  mark.stepGroups.set(key, group);
+  mark.steps = group;
+}
+
+function pathText(id) {
+  let text = "";
+  for (let n = state.nodes.get(id); n; n = state.nodes.get(n.parent_id)) text = n.text + text;
+  return text;
+}
+
+// The node's step judgement as one mark: the lowest label among the judged steps (wrong if any
+// step is), and how many of its steps are judged; nothing once its text has changed.
+function stepsMark(id, steps) {
+  const node = state.nodes.get(id);
+  if (!steps || !steps.labels.size || !node || node.text !== steps.text || pathText(node.parent_id) !== steps.prompt) return null;
+  const wrong = [...steps.labels.values()].includes("wrong");
+  return `steps ${wrong ? "✗" : "✓"} ${steps.labels.size}/${steps.total}`;
 }
 
 function judgedMark(id) {
@@ -125,7 +152,9 @@ function judgedMark(id) {
   const parts = [];
   if (mark.thumb) parts.push(mark.thumb === "up" ? "👍" : "👎");
   if (mark.rating !== undefined) parts.push(`★${mark.rating}`);
-  return parts.length ? el("span", {class: "judged", title: "your latest thumb / rating of this node"}, parts.join(" ")) : "";
+  const steps = stepsMark(id, mark.steps);
+  if (steps) parts.push(steps);
+  return parts.length ? el("span", {class: "judged", title: "your latest thumb / rating of this node; steps: the lowest of your judged steps (✗ if any is wrong) and how many of its steps you judged"}, parts.join(" ")) : "";
 }
 
 function children(id, archived = false) {
@@ -290,6 +319,7 @@ async function renderReader() {
   const last = path.pressure[path.pressure.length - 1];
   const here = path.nodes[path.nodes.length - 1];
   $("judged-here").replaceChildren(judgedMark(here.id));
+  renderSteps();
   const notes = [];
   if (here.meta && here.meta.context_dropped) notes.push(`the model read only the end of this path: its first ${here.meta.context_dropped} tokens did not fit its window`);
   if (here.finish_reason === "stop") notes.push("stopped by hand here");
@@ -485,15 +515,73 @@ async function saveEditor(asSibling) {
 // --- feedback -----------------------------------------------------------------------------------
 
 async function feedback(kind, payload, nodeId = state.current) {
-  await send("POST", `/trees/${state.tree.tree.id}/feedback`, {kind, node_id: nodeId, payload});
-  if (kind === "thumb" || kind === "rating") {
-    const mark = state.judged.get(nodeId) || {};
-    mark[kind] = payload.value;
-    state.judged.set(nodeId, mark);
+  const event = await send("POST", `/trees/${state.tree.tree.id}/feedback`, {kind, node_id: nodeId, payload});
+  if (kind === "thumb" || kind === "rating" || kind === "step") {
+    noteJudged(event);
     renderChildren();
-    $("judged-here").replaceChildren(judgedMark(nodeId));
+    $("judged-here").replaceChildren(judgedMark(state.current));
   }
   status(`recorded ${kind}`);
+  return event;
+}
+
+// --- steps: judging a node step by step (process supervision) -----------------------------------
+
+// The server cuts the node (data/steps.py, losslessly) and says how you judged each step of the
+// text as it reads now; a judgement is a "step" event like any other. A process reward model, if
+// one is chosen, shows its P(right) beside each step.
+const STEP_MARKS = {right: "✓", wrong: "✗"};
+
+async function openSteps() {
+  state.stepsOpen = true;
+  await renderSteps();
+}
+
+async function renderSteps() {
+  const box = $("steps-panel");
+  if (!state.stepsOpen || !state.current) { box.hidden = true; return; }
+  const id = state.current;
+  const by = $("steps-by").value;
+  const view = await getJSON(`/nodes/${id}/steps?by=${encodeURIComponent(by)}`);
+  if (state.current !== id || $("steps-by").value !== by) return;  // the person moved on meanwhile
+  const rows = view.steps.map((step) => {
+    const label = step.label === true ? "right" : step.label === false ? "wrong" : "";
+    const judge = (value, text, title) => el("button", {class: `step-${value}`, title, onclick: () => judgeStep(step.index, value)}, text);
+    return el("li", {class: `step ${label}`, dataset: {index: step.index, label}},
+      el("span", {class: "step-mark", title: label || "not judged"}, STEP_MARKS[label] || "·"),
+      el("span", {class: "step-text"}, step.text.replace(/\s+$/, "") || step.text),
+      judge("right", "✓", "this step is right"), judge("wrong", "✗", "this step is wrong"),
+      judge("clear", "clear", "take your judgement of this step back"),
+      el("span", {class: "step-p"}, ""));
+  });
+  const processModels = state.models.filter((m) => m.kind === "process");
+  const prm = el("select", {id: "prm-select", "aria-label": "process reward model"},
+    el("option", {value: ""}, "no process reward model"), ...processModels.map((m) => el("option", {value: m.name}, m.name)));
+  prm.value = processModels.some((m) => m.name === state.prm) ? state.prm : "";
+  prm.addEventListener("change", () => { state.prm = prm.value; renderSteps(); });
+  const lowest = view.min === null ? "" : ` · lowest: ${view.min ? "right" : "wrong"}`;
+  const head = el("div", {class: "steps-head"},
+    el("span", {id: "steps-summary"}, `${view.steps.length} step${view.steps.length === 1 ? "" : "s"} by ${by} · ${view.judged} judged${lowest}`),
+    processModels.length ? prm : "",
+    el("button", {id: "steps-close", title: "hide the steps", onclick: () => { state.stepsOpen = false; renderSteps(); }}, "close"));
+  box.replaceChildren(head, el("ol", {class: "steps"}, ...rows));
+  box.hidden = false;
+  if (prm.value) scoreSteps(id, by, prm.value, rows);
+}
+
+async function scoreSteps(id, by, model, rows) {
+  status(`scoring steps with ${model}…`);
+  const scores = await getJSON(`/nodes/${id}/step-scores?by=${encodeURIComponent(by)}&model=${encodeURIComponent(model)}`);
+  rows.forEach((row, i) => {
+    const p = scores.p_right[i];
+    row.querySelector(".step-p").textContent = p === null ? "P(right) ? (past the model's length limit)" : `P(right) ${p.toFixed(2)}`;
+  });
+  status("");
+}
+
+async function judgeStep(index, label) {
+  await feedback("step", {by: $("steps-by").value, index, label});
+  await renderSteps();
 }
 
 function toggleCompare(id, on) {
@@ -527,7 +615,7 @@ async function rankChildren() {
 
 // --- export, training, the feedback log -------------------------------------------------------
 
-const EXPORTS = ["pairs", "rankings", "process", "thumbs", "ratings", "stops", "spans", "critiques", "demonstrations", "edits", "events"];
+const EXPORTS = ["pairs", "rankings", "process", "steps", "thumbs", "ratings", "stops", "spans", "critiques", "demonstrations", "edits", "events"];
 
 function renderExports() {
   const tree = state.tree.tree.id;
@@ -567,10 +655,12 @@ async function renderEvents() {
     el("li", {}, `${e.created_at.slice(0, 19)} ${e.author}: ${e.kind} ${e.node_id ? "on " + e.node_id.slice(-6) : ""} ${JSON.stringify(e.payload).slice(0, 80)}`)));
 }
 
+const SCORERS = ["reward", "process"];  // models that score text instead of writing it
+
 async function loadModels() {
   state.models = await getJSON("/models");
   const chosen = $("model-select").value;
-  $("model-select").replaceChildren(...state.models.filter((m) => m.kind !== "reward").map((m) => {
+  $("model-select").replaceChildren(...state.models.filter((m) => !SCORERS.includes(m.kind)).map((m) => {
     const option = el("option", {value: m.name}, m.name);
     option.style.color = m.colour;
     return option;
@@ -768,11 +858,12 @@ async function start() {
   await loadModels();
   $("tree-select").addEventListener("change", (ev) => openTree(ev.target.value));
   $("add-model").addEventListener("click", async () => {
-    const name = window.prompt("Model folder to add (a trained policy, an adapter or a reward model), or gemma-3-270m / tiny:");
+    const name = window.prompt("Model folder to add (a trained policy, an adapter, a reward model or a process reward model), or gemma-3-270m / tiny:");
     if (!name || !name.trim()) return;
     const added = await send("POST", "/models", {name: name.trim()});
     await loadModels();
-    if (added.kind !== "reward") $("model-select").value = added.name;
+    if (!SCORERS.includes(added.kind)) $("model-select").value = added.name;
+    if (added.kind === "process") { state.prm = added.name; await renderSteps(); }
     status(`added ${added.kind} model ${added.name}`);
   });
   $("new-tree").addEventListener("click", async () => {
@@ -812,6 +903,8 @@ async function start() {
   $("span-good").addEventListener("click", () => markSpan("good"));
   $("span-bad").addEventListener("click", () => markSpan("bad"));
   $("split").addEventListener("click", split);
+  $("steps").addEventListener("click", openSteps);
+  $("steps-by").addEventListener("change", renderSteps);
   $("merge").addEventListener("click", merge);
   $("branch-settings").addEventListener("click", keepBranchSettings);
   $("bar-reset").addEventListener("click", resetBar);
