@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_ppo.py
 	$(BIN)/python benchmarks/bench_rloo.py  # makes .bench-venvs/trl-1.16 on first use
 	$(BIN)/python benchmarks/bench_grpo.py
+	$(BIN)/python benchmarks/bench_prm.py  # makes .bench-venvs/trl-1.13 on first use
 
 clean-venv:
 	rm -rf $(VENV)
