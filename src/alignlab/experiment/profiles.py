@@ -154,7 +154,9 @@ PROFILES: dict[str, Profile] = {
     # iterations at kl_coef 0.05) reached KL 17.6 with gold still rising. The weak arm now runs
     # as Gao et al. (2022) ran RL: no KL penalty, lr 3e-4, 48 iterations, snapshots every 12; an
     # exploratory run of that arm on the same weak proxy peaked in gold near KL 20-60 and fell
-    # below the base policy by KL ~100 (docs/experiment.md). This version is not yet timed.
+    # below the base policy by KL ~100 (docs/experiment.md). This version, timed on a 2-core
+    # AVX-512 CPU in bfloat16 with the test suite beside it part of the time: 1 h 19 min 45 s,
+    # 5.8 GB; RM 0.773, RLOO 0.892, split-half drop 0.074 (SE 0.027) with the proxy up 1.36.
     "standard": Profile(model="gemma-3-270m", dtype="auto", restrict_vocabulary=True, max_new_tokens=48,
                         rm_prompts=120, samples_per_prompt=8, test_prompts=80, bon_n=(1, 2, 4, 8, 16),
                         dpo_betas=(0.1,), dpo_max_pairs=128, dpo_snapshot_every=0, ppo_kl_coefs=(0.02,),
