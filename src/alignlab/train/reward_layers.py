@@ -101,11 +101,14 @@ def fit_head(features: torch.Tensor, items, rows: list[int], head_l2: float) -> 
     used = sorted({t for r in rows for t in items.options[r]})
     mean, std = features[used].mean(0), features[used].std(0)
     std = torch.where(std > 1e-6, std, torch.ones_like(std))
-    z = (features - mean) / std
-    head = torch.nn.Linear(z.shape[1], 1)
+    # float64: in float32 the loss's last changes fall below L-BFGS's tolerance_change before the
+    # gradient reaches zero, so the fit stopped short of the optimum on some CPUs
+    z = ((features - mean) / std).double()
+    head = torch.nn.Linear(z.shape[1], 1, dtype=torch.float64)
     torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
     options = _Losses()
-    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=200, history_size=20,
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=500, history_size=20,
+                                  tolerance_grad=1e-9, tolerance_change=1e-12,
                                   line_search_fn="strong_wolfe")
 
     def closure():
