@@ -6,6 +6,7 @@ import json
 import math
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -159,10 +160,10 @@ def test_feedback_events_agreement_and_exports(client):
     assert len(client.get(f"/api/trees/{copy.json()['id']}").json()["nodes"]) == 3
 
 
-def test_steps_are_judged_cleared_and_exported_and_a_process_reward_model_trained_on_them_scores_them(client, tmp_path):
-    """Judge a node's steps over the API, export them, train `alignlab prm train` on the file (tiny
-    model) and add the result to the loom: it gives P(right) of each step of a node."""
-    from alignlab.cli import main
+def test_steps_are_judged_cleared_and_exported_and_a_process_reward_model_trained_on_them_scores_them(client):
+    """Judge a node's steps over the API, export them, train a process reward model on them from the
+    loom (a background `alignlab prm train`, tiny model), and use the result: it gives P(right) of
+    each step of a node."""
 
     tree = make_tree(client, "Add 2 and 3, then double it.\n")
     texts = ["2 + 3 = 5.\nDouble 5 is 10.\nThe answer is 10.", "2 + 3 = 6.\nDouble 6 is 12.\nThe answer is 12.",
@@ -207,16 +208,28 @@ def test_steps_are_judged_cleared_and_exported_and_a_process_reward_model_traine
     trl = client.get("/api/export/steps", params={"tree": tree["id"], "style": "trl"})
     assert trl.status_code == 422 and "unjudged steps" in trl.json()["detail"]
     refused = client.post("/api/train", json={"kind": "reward", "data": ["steps"]})
-    assert refused.status_code == 422 and "alignlab prm train" in refused.json()["detail"]
+    assert refused.status_code == 422 and "kind 'prm'" in refused.json()["detail"]
+    refused = client.post("/api/train", json={"kind": "prm", "data": ["pairs"]})
+    assert refused.status_code == 422 and refused.json()["field"] == "data"
+    refused = client.post("/api/train", json={"kind": "prm", "extra": ["--out", "/tmp/x"]})
+    assert refused.status_code == 422 and refused.json()["field"] == "extra"
 
-    data, out = tmp_path / "steps.jsonl", tmp_path / "prm"
-    data.write_text(exported.text)
+    # Train it from the loom (the page's "Train process model"): a background `alignlab prm train`
+    # on the exported steps, added to the loom's models as a process model when it ends.
     for node in nodes:  # the loom's worker is done with the model (two threads must not import transformers at once)
         settled_bits(client, node["id"])
-    assert main(["prm", "train", "--data", str(data), "--model", "tiny", "--eval-fraction", "0", "--out", str(out)]) == 0
-    added = client.post("/api/models", json={"name": str(out)})
-    assert added.status_code == 201 and added.json()["kind"] == "process", added.text
-    name = added.json()["name"]
+    job = client.post("/api/train", json={"kind": "prm", "model": "tiny", "extra": ["--eval-fraction", "0"]})
+    assert job.status_code == 202, job.text
+    assert job.json()["config"]["data"] == ["steps"]
+    command = job.json()["config"]["command"]
+    assert command[:2] == ["prm", "train"] and command[command.index("--split-by") + 1] == "lines"
+    deadline = time.time() + 300
+    while (state := client.get(f"/api/jobs/{job.json()['id']}").json())["state"] == "running" and time.time() < deadline:
+        time.sleep(1)
+    assert state["state"] == "done", state["message"]
+    name = state["result"]["model"]["name"]
+    assert {m["name"]: m["kind"] for m in client.get("/api/models").json()}[name] == "process"
+    assert json.loads((Path(state["result"]["path"]) / "prm_config.json").read_text())["split_by"] == "lines"
     scores = client.get(f"/api/nodes/{nodes[3]['id']}/step-scores", params={"model": name}).json()
     assert scores["by"] == "lines" and len(scores["p_right"]) == 3 and all(0 < p < 1 for p in scores["p_right"])
     assert client.get(f"/api/nodes/{first}/step-scores", params={"model": "tiny"}).status_code == 404

@@ -395,6 +395,13 @@ def test_judge_a_node_step_by_step_and_the_export_holds_the_labels(page, live_lo
     assert rows[0]["prompt"] == "The lighthouse keeper opened the door and"
     assert [e["payload"]["label"] for e in store.events(tree["id"], kinds=["step"])] == ["right", "wrong", "wrong",
                                                                                        "clear"]
+    # Train a process reward model on those judgements from the page: it joins the loom's models.
+    page.click("#train-box summary")
+    page.click("#train-prm")
+    page.wait_for_selector("#jobs .job:not(.running)", timeout=240_000)
+    assert page.inner_text("#jobs .job").startswith("prm: done"), page.inner_text("#jobs .job")
+    models = page.evaluate("fetch('/api/models').then(r => r.json())")
+    assert [m["kind"] for m in models].count("process") == 1
     page.wait_for_timeout(300)
     assert dialogs == []
 

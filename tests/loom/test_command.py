@@ -65,3 +65,8 @@ def test_train_a_reward_model_and_dpo_from_the_loom(tmp_path, capsys):
     assert main(["loom", "train", "--data", str(data), "--kind", "dpo", "--using", "thumbs"]) == 1
     assert "preference pairs" in capsys.readouterr().err
     assert len(list((data / "jobs").iterdir())) == 2  # the refused request left no folder
+    assert main(["loom", "train", "--data", str(data), "--kind", "reward", "--using", "steps"]) == 1
+    assert "--kind prm" in capsys.readouterr().err
+    assert main(["loom", "train", "--data", str(data), "--kind", "prm", "--model", "tiny"]) == 1
+    assert "no steps yet: judge some steps" in capsys.readouterr().err  # this session judged none
+    assert len(list((data / "jobs").iterdir())) == 2

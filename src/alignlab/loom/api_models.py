@@ -245,7 +245,7 @@ def step_scores(node_id: str, request: Request, model: str, s: Store = Depends(s
 
 @router.post("/train", status_code=202)
 def start_training(body: dict[str, Any], request: Request, who: str = Depends(author)) -> dict:
-    """Start a reward-model or DPO run on what the loom recorded (a background process)."""
+    """Start a reward-model, DPO or process-reward-model run on what the loom recorded (a background process)."""
     from alignlab.loom.training import TrainRequest, start
 
     try:

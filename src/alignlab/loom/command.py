@@ -72,15 +72,15 @@ class LoomImportConfig(StoreOptions):
 @dataclass
 class LoomTrainConfig(StoreOptions):
     kind: str = "reward"
-    """reward (a reward model) or dpo."""
+    """reward (a reward model), dpo, or prm (a process reward model from judged steps)."""
     model: str = "gemma-3-270m"
     """The model to start from."""
     tree: list[str] = field(default_factory=list)
     """Only these trees' feedback (default: all)."""
-    using: list[str] = field(default_factory=lambda: ["pairs", "process"])
-    """Which exports to train on (see --kind of 'loom export')."""
+    using: list[str] = field(default_factory=list)
+    """Which exports to train on (see --kind of 'loom export'; default: pairs and process, or steps for prm)."""
     max_steps: int = 20
-    """Optimizer steps."""
+    """Optimizer steps (reward, dpo)."""
     lora: bool = True
     """DPO: train LoRA adapters only."""
     mode: str = "head"
@@ -185,4 +185,5 @@ LOOM_EXPORT = Command("loom export", "export what the loom recorded as datasets 
                       LoomExportConfig, run_export)
 LOOM_IMPORT = Command("loom import", "import trees from the original Loom's JSON or from Loomsidian", LoomImportConfig,
                       run_import)
-LOOM_TRAIN = Command("loom train", "train a reward model or DPO on the loom's feedback", LoomTrainConfig, run_train)
+LOOM_TRAIN = Command("loom train", "train a reward model, DPO or a process reward model on the loom's feedback",
+                     LoomTrainConfig, run_train)

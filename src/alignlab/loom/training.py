@@ -1,10 +1,11 @@
-"""Training from the loom: a reward model or DPO on what the loom recorded.
+"""Training from the loom: a reward model, DPO or a process reward model on what the loom recorded.
 
 The recorded feedback is exported (loom/export.py) into the job's folder and the ordinary
-command (`alignlab reward train` or `alignlab dpo`) runs on those files in a child process, so
-the web app never waits on it. The job's state and progress (read from the child's progress
-bar) are kept in the store's ``jobs`` table; when the run succeeds its result is added to the
-loom's models (a policy generates beside the base model; a reward model scores nodes).
+command (`alignlab reward train`, `alignlab dpo` or `alignlab prm train`) runs on those files in a
+child process, so the web app never waits on it. The job's state and progress (read from the
+child's progress bar) are kept in the store's ``jobs`` table; when the run succeeds its result is
+added to the loom's models (a policy generates beside the base model; a reward model scores
+nodes; a process reward model gives each step of a node its P(right)).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +27,8 @@ from alignlab.loom.events import Invalid, NotFound
 from alignlab.loom.ids import new_id
 from alignlab.loom.store import Store
 
+TRAIN_KINDS = ("reward", "dpo", "prm")
+
 PROGRESS = re.compile(r"(\d+)/(\d+) \[[^\]\r\n]*(?:step/s|s/step)")
 """Optimizer steps in the training bar (unit 'step'), not the weight-loading or feature bars."""
 
@@ -35,6 +39,7 @@ EXTRA = {
     "dpo": ("--lr", "--epochs", "--batch-size", "--weight-decay", "--warmup-steps", "--max-grad-norm", "--seed",
             "--max-length", "--loss", "--beta", "--label-noise", "--sft-weight", "--grad-accum", "--lora-r",
             "--lora-alpha", "--add-eos"),
+    "prm": ("--layer", "--pooling", "--l2", "--aggregate", "--max-length", "--eval-fraction", "--seed", "--dtype"),
 }
 """Options a loom may pass on to each training command (``extra``): its hyperparameters, not its
 files (--data, --out, --resume) or anything else on the machine."""
@@ -43,15 +48,16 @@ files (--data, --out, --resume) or anything else on the machine."""
 @dataclass
 class TrainRequest:
     kind: str
-    """'reward' (a reward model from comparisons, rankings, process pairs, thumbs, ratings, edits, demonstrations) or 'dpo'."""
+    """'reward' (a reward model from comparisons, rankings, process pairs, thumbs, ratings, edits, demonstrations),
+    'dpo', or 'prm' (a process reward model from judged steps)."""
     model: str = ""
     """The model to start from (default: the loom's first model)."""
     trees: list[str] | None = None
     """Trees whose feedback to use (default: all)."""
-    data: list[str] = field(default_factory=lambda: ["pairs", "process"])
-    """Which exports to train on (see loom/export.py KINDS)."""
+    data: list[str] = field(default_factory=list)
+    """Which exports to train on (see loom/export.py KINDS); empty: pairs and process, or steps for prm."""
     max_steps: int = 20
-    """Optimizer steps."""
+    """Optimizer steps (not prm's: its head is fitted to the optimum)."""
     lora: bool = True
     """DPO: train LoRA adapters (fast); False: the whole model."""
     mode: str = "head"
@@ -62,15 +68,22 @@ class TrainRequest:
     def check(self) -> None:
         from alignlab.loom.export import KINDS
 
-        if self.kind not in ("reward", "dpo"):
-            raise Invalid(f"'kind' is {self.kind!r}; train 'reward' or 'dpo'", field="kind")
+        if self.kind not in TRAIN_KINDS:
+            raise Invalid(f"'kind' is {self.kind!r}; train 'reward', 'dpo' or 'prm'", field="kind")
+        if not isinstance(self.data, list):
+            raise Invalid("'data' must be a list of export names", field="data")
+        if not self.data:
+            self.data = ["steps"] if self.kind == "prm" else ["pairs", "process"]
         bad = [d for d in self.data if d not in KINDS]
-        if bad or not self.data:
+        if bad:
             raise Invalid(f"'data' must name exports among {', '.join(KINDS)}; got {self.data}", field="data")
-        if "steps" in self.data:
-            raise Invalid("step judgements train a process reward model, not a reward model or DPO: export them "
-                          "(alignlab loom export --kind steps --out steps.jsonl) and run alignlab prm train "
-                          "--data steps.jsonl", field="data")
+        if self.kind == "prm" and self.data != ["steps"]:
+            raise Invalid(f"a process reward model trains on judged steps: use data ['steps'], not {self.data}",
+                          field="data")
+        if self.kind != "prm" and "steps" in self.data:
+            raise Invalid("step judgements train a process reward model, not a reward model or DPO: train kind "
+                          "'prm' (alignlab loom train --kind prm, or 'Train process model' in the page)",
+                          field="data")
         if self.kind == "dpo" and any(d not in ("pairs", "process") for d in self.data):
             raise Invalid("DPO trains on preference pairs: use data 'pairs' and/or 'process'", field="data")
         if not isinstance(self.max_steps, int) or not 1 <= self.max_steps <= 100000:
@@ -97,20 +110,26 @@ def prepare(store: Store, spec: TrainRequest, folder: Path, base_model: str) -> 
     from alignlab.loom.export import records
 
     spec.check()
-    files, total = [], 0
+    files, total, exported = [], 0, {}
     for kind in spec.data:
         found, _ = records(store, kind, spec.trees)
+        exported[kind] = found
         if found:
             path = folder / f"{kind}.jsonl"
             write_feedback(path, found)
             files.append(str(path))
             total += len(found)
     if not files:
-        raise Invalid(f"the loom has recorded no {' or '.join(spec.data)} yet: compare or rank some "
-                      "continuations first", field="data")
+        what = "judge some steps of a node first" if spec.kind == "prm" else "compare or rank some continuations first"
+        raise Invalid(f"the loom has recorded no {' or '.join(spec.data)} yet: {what}", field="data")
     out = folder / "result"
     command = [sys.executable, "-m", "alignlab.cli"]
-    if spec.kind == "reward":
+    if spec.kind == "prm":
+        # Whole responses the model later scores (as a reward) are cut the way most judged ones were.
+        splits = Counter(r.meta.get("split_by", "lines") for r in exported["steps"])
+        command += ["prm", "train", "--data", files[0], "--model", base_model, "--split-by",
+                    splits.most_common(1)[0][0], "--out", str(out)]
+    elif spec.kind == "reward":
         command += ["reward", "train", "--data", ",".join(files), "--model", base_model, "--mode", spec.mode,
                     "--max-steps", str(spec.max_steps), "--out", str(out)]
     else:
@@ -176,7 +195,7 @@ def _watch(app, job_id: str, command: list[str], folder: Path, kind: str, author
         return
     result = folder / "result"
     try:
-        model = app.state.models.add(str(result), "reward" if kind == "reward" else None, author=author)
+        model = app.state.models.add(str(result), {"reward": "reward", "prm": "process"}.get(kind), author=author)
     except Exception as err:  # the run succeeded; report why its result could not be added
         _update(store, job_id, state="failed", progress=1.0, message=f"trained, but not loadable: {err}")
         return

@@ -625,7 +625,8 @@ function renderExports() {
 }
 
 async function train(kind) {
-  const job = await send("POST", "/train", {kind, max_steps: +$("train-steps").value, data: ["pairs", "process"],
+  const data = kind === "prm" ? ["steps"] : ["pairs", "process"];  // a process model learns from judged steps
+  const job = await send("POST", "/train", {kind, max_steps: +$("train-steps").value, data,
                                             trees: [state.tree.tree.id]});
   status(`training job ${job.id} started`);
   pollJobs();
@@ -916,6 +917,7 @@ async function start() {
   $("side-by-side").addEventListener("change", renderChildren);
   $("train-reward").addEventListener("click", () => train("reward"));
   $("train-dpo").addEventListener("click", () => train("dpo"));
+  $("train-prm").addEventListener("click", () => train("prm"));
   $("feedback-box").addEventListener("toggle", renderEvents);
   $("event-annotator").addEventListener("change", renderEvents);
   // (an <svg> has no .hidden property: the attribute itself is toggled)
