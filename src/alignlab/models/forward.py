@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from alignlab.models.kernels import _kernel_matmul, usable
+from alignlab.models.kernels.layout import logits_layout
 
 
 def decoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -111,10 +112,9 @@ def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     With a restricted vocabulary (models/vocab.py) V is the kept set's size, in its order.
 
     Up to ``kernels.MAX_ROWS`` rows without gradients (a decoding step) go to alignlab's kernel
-    (models/kernels), which reads the 262k-row weight once at close to memory speed. Otherwise it
-    is computed as ``W @ h^T`` rather than ``h @ W^T`` in float32: MKL runs the first form faster
-    on this kind of CPU (1.3x with 128 rows even counting the transpose back, benchmarks/), and
-    the result is the same product.
+    (models/kernels), which reads the 262k-row weight once at close to memory speed. Otherwise, in
+    float32, it is ``h @ W^T`` or ``W @ h^T`` transposed back, whichever this machine runs faster
+    (measured once per machine: models/kernels/layout.py); the result is the same product.
     """
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
@@ -129,7 +129,7 @@ def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         flat = flat.to(weight.dtype)
     if usable(flat, weight):  # a few rows without gradients (decoding): models/kernels
         logits = _kernel_matmul(flat, weight)
-    elif weight.dtype == torch.float32:
+    elif weight.dtype == torch.float32 and logits_layout() == "weight":
         logits = (weight @ flat.T).T.contiguous()
     else:
         logits = flat @ weight.T
