@@ -20,7 +20,7 @@ import time
 import torch
 
 from alignlab.models import SampleConfig, load_model, sample
-from alignlab.models.sampling import encode_prompt, left_pad
+from alignlab.models.tokens import encode_prompt, left_pad
 
 PROMPTS = [
     "Writing prompt: A lighthouse keeper finds a letter from the future.\n\nStory:",

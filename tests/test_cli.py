@@ -34,6 +34,9 @@ def test_generate_from_an_argument_writes_a_run(capsys):
     assert len(run.samples) == 2 and len(run.samples[0]["tokens"]) == 5
     assert run.env["seed"] == 0 and run.env["packages"]["torch"]
     assert run.config["max_new_tokens"] == 5 and run.metrics[0]["tokens"] == 10
+    # the tokens' rate leaves out loading the model and a first use's kernel build, reported apart
+    assert "tok/s; before that, loading the model" in err
+    assert run.metrics[0]["load_seconds"] >= 0 and run.metrics[0]["setup_seconds"] >= 0
 
 
 def test_generate_json_from_stdin(capsys, monkeypatch):

@@ -78,7 +78,12 @@ def run_generate(config: GenerateConfig, loaded=None) -> int:
         raise ValueError("n and batch_size must be at least 1")
     sampling = _sample_config(config)
     sampling.check()
+    started = time.time()
     model, tokenizer = loaded or load_model(config.model, dtype=config.dtype)
+    loading = time.time() - started
+    started = time.time()
+    ready_for_decoding()  # a first use compiles the decoding kernel: not part of the tokens' rate
+    setup = time.time() - started
     color = use_color(config.color) and not config.json
     jobs = [(i, p) for i, p in enumerate(prompts) for _ in range(config.n)]
     with Run.create("generate", config, seed=config.seed) as run:
@@ -100,11 +105,23 @@ def run_generate(config: GenerateConfig, loaded=None) -> int:
                     print_completion(index, completion, color)
                 index += 1
         elapsed = time.time() - start
-        run.log_metrics(0, tokens=count, seconds=elapsed, tokens_per_second=count / max(elapsed, 1e-9))
+        run.log_metrics(0, tokens=count, seconds=elapsed, tokens_per_second=count / max(elapsed, 1e-9),
+                        load_seconds=round(loading, 2), setup_seconds=round(setup, 2))
         run.finish(tokens=count, seconds=round(elapsed, 2))
-    print(f"run {run.id}: {count} tokens in {elapsed:.1f} s ({count / max(elapsed, 1e-9):.1f} tok/s); "
-          f"saved to {run.path}", file=sys.stderr)
+    print(f"run {run.id}: {count} tokens in {elapsed:.1f} s ({count / max(elapsed, 1e-9):.1f} tok/s; "
+          f"before that, loading the model {loading:.1f} s{f' and preparing decoding {setup:.1f} s' if setup >= 0.05 else ''}"
+          f"); saved to {run.path}", file=sys.stderr)
     return 0
+
+
+def ready_for_decoding() -> None:
+    """Do now what a first decoding step would do once per machine or process: build (or load)
+    the decoding kernel and read (or measure) the output layer's layout."""
+    from alignlab.models.kernels import kernel
+    from alignlab.models.kernels.layout import logits_layout
+
+    kernel()
+    logits_layout()
 
 
 GENERATE = Command("generate", "sample continuations with per-token probabilities", GenerateConfig, run_generate)

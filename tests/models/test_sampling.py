@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from alignlab.models import SampleConfig, sample, stream
-from alignlab.models.sampling import DRAW_BLOCK, _draw, choose_tokens, encode_prompt
+from alignlab.models.sampling import DRAW_BLOCK, _draw, choose_tokens
+from alignlab.models.tokens import encode_prompt
 
 PROMPTS = ["The old lighthouse keeper", "Once upon a time, in a city made entirely of glass, there lived", "Hi"]
 

@@ -7,8 +7,9 @@ import torch
 from alignlab.models import SampleConfig, sample, token_logprobs
 from alignlab.models.forward import hidden_states, output_logits
 from alignlab.models.scoring import build_batch
+from alignlab.models.task_vocab import task_vocabulary, vocabulary_coverage
 from alignlab.models.vocab import (VocabularySubset, load_vocabulary, restrict_vocabulary, save_vocabulary,
-                                   special_ids, task_vocabulary, vocabulary, vocabulary_coverage)
+                                   special_ids, vocabulary)
 
 PROMPTS = ["The cat sat on the", "Once upon a time", "Write a story about a dragon."]
 

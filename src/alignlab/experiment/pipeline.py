@@ -121,7 +121,8 @@ def stage_vocabulary(exp: Experiment) -> dict:
         return {"restricted": False}
     from alignlab.data.tasks import load_task
     from alignlab.models import load_model
-    from alignlab.models.vocab import save_vocabulary, task_vocabulary, vocabulary_coverage
+    from alignlab.models.task_vocab import task_vocabulary, vocabulary_coverage
+    from alignlab.models.vocab import save_vocabulary
 
     task = load_task(exp.task, seed=exp.seed)
     model, tokenizer = load_model(p.model, dtype=p.dtype)

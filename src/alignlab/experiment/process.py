@@ -201,7 +201,8 @@ def stage_vocabulary(exp) -> dict:
     if not p.restrict_vocabulary:
         return {"restricted": False}
     from alignlab.models import load_model
-    from alignlab.models.vocab import save_vocabulary, task_vocabulary, vocabulary_coverage
+    from alignlab.models.task_vocab import task_vocabulary, vocabulary_coverage
+    from alignlab.models.vocab import save_vocabulary
 
     model, tokenizer = load_model(_policy(exp), dtype=p.dtype)
     rows = _chains(exp, "train") + _chains(exp, "test")

@@ -59,7 +59,7 @@ class ModelSlot:
         """Token ids of ``context`` (with BOS) that leave ``room`` tokens free in the window: a
         path too long keeps its end (as the original Loom does), and how many tokens it dropped.
         A ``room`` the window cannot hold is refused, naming the field."""
-        from alignlab.models.sampling import encode_prompt
+        from alignlab.models.tokens import encode_prompt
 
         if room >= self.window:
             raise Invalid(f"'{what}' is {room}; {self.name} reads at most {self.window} tokens at once (context and "

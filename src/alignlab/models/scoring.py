@@ -16,7 +16,7 @@ import torch
 
 from alignlab.models.forward import hidden_states
 from alignlab.models.vocab import vocabulary
-from alignlab.models.sampling import PieceText, encode_prompt
+from alignlab.models.tokens import PieceText, encode_prompt
 
 LOGIT_CHUNK = 512
 """Positions whose logits are materialised at once: bounds memory at CHUNK x V floats."""

@@ -9,21 +9,22 @@ in that space consistently (policy and reference alike), so every KL the ledger 
 between two restricted distributions.
 
 The cost of the restriction is the mass the full model puts outside S: per position,
-KL(q || p) = -log Z. ``vocabulary_coverage`` measures it on held-out samples; the experiment
-report states it. Token ids are not ordered by frequency in Gemma's vocabulary, so S must be
-built from text the task produces (``task_vocabulary``): its prompts, samples of the full model,
-and the top alternatives at every sampled position.
+KL(q || p) = -log Z. Token ids are not ordered by frequency in Gemma's vocabulary, so S must be
+built from text the task produces: models/task_vocab.py builds it (``task_vocabulary``, which
+samples the model) and measures its cost (``vocabulary_coverage``). This module is what the
+sampler and the scorer read, below both.
 
-    subset = task_vocabulary(model, tokenizer, prompts, pilot_prompts)
+    subset = task_vocabulary(model, tokenizer, prompts, pilot_prompts)   # models/task_vocab.py
     restrict_vocabulary(model, subset)     # sampling/scoring now use S; restrict_vocabulary(model, None) undoes
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import torch
+
+from alignlab.models.tokens import eos_ids
 
 ATTRIBUTE = "alignlab_vocabulary"
 
@@ -108,88 +109,10 @@ def restrict_vocabulary(model: torch.nn.Module, subset: VocabularySubset | None)
 
 def special_ids(tokenizer, model=None) -> set[int]:
     """Tokens a restricted vocabulary always keeps: EOS (every one the model stops at), BOS, pad."""
-    from alignlab.models.sampling import eos_ids
-
     ids = {getattr(tokenizer, name) for name in ("eos_token_id", "bos_token_id", "pad_token_id")}
     if model is not None:
         ids |= set(eos_ids(model, tokenizer))
     return {int(i) for i in ids if i is not None}
-
-
-@torch.no_grad()
-def task_vocabulary(model, tokenizer, texts: Sequence[str], pilot_prompts: Sequence[str] = (),
-                    samples_per_prompt: int = 2, max_new_tokens: int = 48, alternatives: int = 64,
-                    seed: int = 0, progress: bool = False) -> VocabularySubset:
-    """The tokens a task uses: those of ``texts`` (its prompts, any data), of full-vocabulary
-    samples of the model on ``pilot_prompts``, and the top ``alternatives`` at every sampled
-    position (so the mass the model nearly chose is kept too), plus the special tokens."""
-    from alignlab.models.sampling import SampleConfig, sample
-
-    restrict_vocabulary(model, None)
-    ids = special_ids(tokenizer, model)
-    for text in texts:
-        ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if pilot_prompts:
-        config = SampleConfig(max_new_tokens=max_new_tokens, seed=seed, alternatives=alternatives)
-        for completion in sample(model, tokenizer, list(pilot_prompts), config, n=samples_per_prompt,
-                                 progress=progress):
-            for token in completion.tokens:
-                ids.add(token.id)
-                ids.update(a.id for a in token.alternatives)
-    size = model.get_output_embeddings().weight.shape[0] if not hasattr(model, "get_base_model") else \
-        _base(model).get_output_embeddings().weight.shape[0]
-    return VocabularySubset(ids, size, tokenizer)
-
-
-@dataclass
-class Coverage:
-    """How much the restriction costs, measured on the full model's own samples."""
-
-    tokens: int
-    """Response positions measured."""
-    mass_inside: float
-    """Mean probability the full model puts inside the kept set, Z = p(S)."""
-    min_mass_inside: float
-    kl_per_token: float
-    """Mean KL(q || p) = -log Z per position, in nats."""
-    sampled_outside: float
-    """Share of the sampled tokens that fell outside the kept set."""
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@torch.no_grad()
-def vocabulary_coverage(model, tokenizer, subset: VocabularySubset, prompts: Sequence[str], max_new_tokens: int = 48,
-                        seed: int = 1) -> Coverage:
-    """Sample the FULL model on ``prompts`` (use prompts not used to build the subset) and
-    measure, at every response position, the mass inside the kept set."""
-    from alignlab.models.forward import hidden_states, output_logits
-    from alignlab.models.sampling import SampleConfig, sample
-    from alignlab.models.scoring import build_batch
-
-    previous = vocabulary(model)
-    restrict_vocabulary(model, None)
-    try:
-        completions = [c for c in sample(model, tokenizer, list(prompts),
-                                         SampleConfig(max_new_tokens=max_new_tokens, seed=seed, alternatives=0))
-                       if c.token_ids]
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids, mask, target = build_batch([c.prompt_ids for c in completions], [c.token_ids for c in completions], pad)
-        hidden, _ = hidden_states(model, ids, mask)
-        select = target[:, 1:]
-        h = hidden[:, :-1][select]  # (N, D): the states that predicted each response token
-        sampled = ids[:, 1:][select]  # (N,)
-        log_z = []
-        for start in range(0, h.shape[0], 256):
-            logp = torch.log_softmax(output_logits(model, h[start:start + 256]).float(), -1)  # (n, V)
-            log_z.append(torch.logsumexp(logp[:, subset.ids], -1))
-        log_z = torch.cat(log_z)
-    finally:
-        restrict_vocabulary(model, previous)
-    outside = (subset.index[sampled] < 0).float().mean()
-    return Coverage(int(log_z.numel()), float(log_z.exp().mean()), float(log_z.exp().min()), float(-log_z.mean()),
-                    float(outside))
 
 
 def save_vocabulary(path, subset: VocabularySubset, **extra) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from alignlab.fileio import atomic_write_json
 from alignlab.models import load_model
-from alignlab.models.sampling import encode_prompt
+from alignlab.models.tokens import encode_prompt
 from alignlab.models.scoring import build_batch, encode_continuation, token_logprobs
 from alignlab.models.vocab import load_vocabulary, restrict_vocabulary, vocabulary
 

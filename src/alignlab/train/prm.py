@@ -115,7 +115,7 @@ def encode_steps(tokenizer, prompt: str, steps: Sequence[str], max_length: int) 
     """Token ids of prompt + steps, each step tokenized on its own and appended, with each step's
     span. Over ``max_length`` the start is cut (BOS kept): a step that ends inside the cut gets
     -1, one that starts inside it starts at the first position kept."""
-    from alignlab.models.sampling import encode_prompt
+    from alignlab.models.tokens import encode_prompt
     from alignlab.models.scoring import encode_continuation
 
     ids = encode_prompt(tokenizer, prompt)

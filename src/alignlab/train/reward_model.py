@@ -18,7 +18,7 @@ from torch import nn
 
 from alignlab.fileio import atomic_write_json
 from alignlab.models.forward import body_hidden_states, decoder
-from alignlab.models.sampling import encode_prompt
+from alignlab.models.tokens import encode_prompt
 from alignlab.models.scoring import encode_continuation
 from alignlab.train.components import last_token_index
 
