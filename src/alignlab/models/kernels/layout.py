@@ -14,6 +14,7 @@ uses one layout and its runs, resumed runs included, stay reproducible.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -46,11 +47,9 @@ def logits_layout() -> str:
 def machine_key() -> str:
     """What the measurement depends on: the CPU, the threads torch uses, torch's version."""
     name = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError):  # no /proc/cpuinfo (not Linux): the platform's name serves
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
-    except OSError:
-        pass
     return f"{name} | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
