@@ -430,3 +430,41 @@ def test_a_process_reward_model_shows_p_right_beside_each_step(page, live_loom, 
     assert all(0 <= p <= 1 for p in shown)
     page.select_option("#prm-select", "")  # none chosen: no scores
     page.wait_for_function("[...document.querySelectorAll('#steps-panel .step-p')].every(s => s.textContent === '')")
+
+
+def test_presets_memory_and_reroll_from_the_page(page, live_loom, tree):
+    url, store = live_loom
+    root = tree["root_id"]
+    open_tree(page, url, tree["id"], root)
+    # a built-in preset fills the bar, marked as changed
+    page.select_option("#preset-select", "greedy")
+    assert page.input_value("#gen-n") == "1" and page.input_value("#gen-temp") == "0"
+    assert "touched" in page.get_attribute("#gen-temp", "class")
+    page.fill("#gen-max", "4")
+    page.dispatch_event("#gen-max", "input")
+    # the bar saved as a preset, under a name given in a dialog
+    page.once("dialog", lambda dialog: dialog.accept("four greedy tokens"))
+    page.click("#preset-save")
+    page.wait_for_function("document.querySelector('#status').textContent === 'preset four greedy tokens saved'")
+    assert store.preset("four greedy tokens")["settings"] == {"n": 1, "max_tokens": 4, "temperature": 0, "top_p": 1}
+    # the tree's memory, kept from the page
+    page.click("#context-toggle")
+    page.fill("#memory", "A ship's log.\n")
+    page.click("#context-save")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('memory kept')")
+    assert store.tree(tree["id"])["settings"]["memory"] == "A ship's log.\n"
+    # generate one, then reroll it in place (R) and bring the old one back (z)
+    page.keyboard.press("g")
+    page.wait_for_function(f"window.loom.state.kids.get('{root}')?.length === 1")
+    first = store.children(root)[0]
+    assert first["settings"]["memory"] == "A ship's log.\n" and first["settings"]["max_tokens"] == 4
+    page.click("#tree-view .label[data-id='%s']" % first["id"])
+    page.wait_for_function(f"window.loom.state.current === '{first['id']}'")
+    page.keyboard.press("R")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('rerolled')")
+    (second,) = store.children(root)
+    assert second["id"] != first["id"] and store.node(first["id"])["archived"]
+    assert page.evaluate("window.loom.state.current") == second["id"]
+    page.keyboard.press("z")
+    page.wait_for_function("document.querySelector('#status').textContent === 'archive undone'")
+    assert [c["id"] for c in store.children(root)] == [first["id"], second["id"]]

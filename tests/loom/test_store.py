@@ -21,6 +21,7 @@ EXPECTED = {
     "events": ["id", "tree_id", "node_id", "kind", "author", "payload", "created_at"],
     "jobs": ["id", "kind", "state", "progress", "message", "config", "result", "author", "created_at", "updated_at"],
     "models": ["name", "kind", "author", "created_at"],
+    "presets": ["name", "settings", "author", "created_at", "updated_at"],
 }
 INDEXES = {"nodes": {("tree_id",), ("parent_id",)}, "revisions": {("node_id",)}, "tags": {("tag",)},
            "events": {("tree_id", "kind"), ("node_id",)}}
@@ -43,7 +44,7 @@ def test_a_fresh_database_has_exactly_the_schema_of_the_migrations_and_the_code(
     fks = {(f["constrained_columns"][0], f["referred_table"]) for f in inspector.get_foreign_keys("nodes")}
     assert fks == {("tree_id", "trees"), ("parent_id", "nodes")}
     with store.engine.connect() as c:
-        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003_process_models"
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004_presets"
         diff = compare_metadata(MigrationContext.configure(c), metadata)
     assert diff == []  # the migrations build what schema.py declares
 

@@ -64,8 +64,15 @@ def test_a_half_written_embedded_cache_is_rebuilt_not_used(tmp_path, monkeypatch
     (broken / MANIFEST).unlink()  # as if the conversion had been killed before finishing
     with open(broken / "model.safetensors", "r+b") as fh:
         fh.truncate(1000)
-    model, tok = load_model(EMBEDDED)
+    from alignlab.models.cache import reporting
+
+    heard: list[str] = []
+    with reporting(heard.append):  # what the loom's page shows while the model converts
+        model, tok = load_model(EMBEDDED)
     assert "rebuilding" in capsys.readouterr().err
+    steps = [m for m in heard if m.startswith("step ")]
+    assert steps[0].startswith("step 1 of 3: de-quantizing") and steps[-1].startswith("step 3 of 3")
+    assert heard[-1].startswith("converted in")
     assert (broken / MANIFEST).exists()
     assert (broken / "model.safetensors").stat().st_size == (shared / "model.safetensors").stat().st_size
     result = score(model, tok, [""], [PARAGRAPH])[0]

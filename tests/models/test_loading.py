@@ -153,3 +153,30 @@ def test_gguf_sha256_mismatch_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match="sha256"):
         gguf_path()
     assert not (tmp_path / "gguf" / "gemma-3-270m").exists()
+
+
+def test_a_build_reports_to_the_listener_of_its_context_with_ticks_on_long_steps(capsys):
+    import threading
+    import time
+
+    from alignlab.models.cache import reporting, say, ticking
+
+    say("nobody listens")  # outside a context only stderr hears it
+    heard: list[str] = []
+    with reporting(heard.append):
+        say("assembling")
+        with ticking("a long step", every=0.02):
+            time.sleep(0.2)
+        ticks = len(heard)
+        time.sleep(0.1)  # the ticker ended with its step
+        assert len(heard) == ticks
+        elsewhere: list[str] = []
+        thread = threading.Thread(target=lambda: elsewhere.append(say("another thread's build")))
+        thread.start()
+        thread.join()
+    say("after")
+    assert heard[:2] == ["assembling", "a long step"]
+    assert len(heard) >= 4 and all(m.startswith("a long step (") and m.endswith(" s)") for m in heard[2:])
+    assert "another thread's build" not in heard  # a listener belongs to the context that set it
+    err = capsys.readouterr().err
+    assert "alignlab: nobody listens" in err and "alignlab: after" in err and "alignlab: a long step" in err

@@ -9,19 +9,18 @@ import math
 import queue
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from alignlab.loom.api_trees import Generate, Strict, author, public, store
-from alignlab.loom.events import Invalid, NotFound
+from alignlab.loom.events import Conflict, Invalid, NotFound
 from alignlab.loom.generation import GenerateRequest, generate, next_tokens
+from alignlab.loom.settings import BUILTIN_PRESETS, effective_settings, presets, request_from
 from alignlab.loom.store import Store
+from alignlab.models.cache import reporting
 
 router = APIRouter()
-
-DEFAULTS = GenerateRequest().settings() | {"n": 3}
-"""Generation settings when neither the request, the branch nor the tree sets them."""
 
 
 class BranchSettings(Generate):
@@ -38,18 +37,6 @@ class AddModel(Strict):
     kind: Annotated[str, Field(max_length=16)] | None = None
 
 
-def effective_settings(s: Store, node_id: str, request: dict | None = None) -> dict:
-    """Defaults, then the tree's settings, then each ancestor's branch settings from the root
-    down, then the request: the nearest wins."""
-    path = s.ancestry(node_id)
-    merged = dict(DEFAULTS)
-    merged.update({k: v for k, v in (s.tree(path[0]["tree_id"])["settings"] or {}).items() if v is not None})
-    for node in path:
-        merged.update({k: v for k, v in (node["meta"].get("branch_settings") or {}).items() if v is not None})
-    merged.update({k: v for k, v in (request or {}).items() if v is not None})
-    return merged
-
-
 @router.get("/models")
 def list_models(request: Request) -> list[dict]:
     registry = request.app.state.models
@@ -61,6 +48,36 @@ def add_model(body: AddModel, request: Request, who: str = Depends(author)) -> d
     """Add a model beside the others: a base model name, a trained policy or adapter folder, or
     a reward model folder (which scores nodes). Kept in the store: a restart lists it again."""
     return request.app.state.models.add(body.name, body.kind, author=who)
+
+
+class Preset(Generate):
+    """A preset: the generation settings it sets (a tree's memory, a steering recipe and the
+    model stay out of presets)."""
+
+
+@router.get("/presets")
+def list_presets(s: Store = Depends(store)) -> list[dict]:
+    """The built-in presets, then those saved in this store."""
+    return presets(s)
+
+
+@router.put("/presets/{name}")
+def save_preset(name: Annotated[str, Path(min_length=1, max_length=200)], body: Preset, s: Store = Depends(store),
+                who: str = Depends(author)) -> dict:
+    """Save (or replace) a preset under ``name``; built-in names are taken."""
+    if name in BUILTIN_PRESETS:
+        raise Conflict(f"{name!r} is a built-in preset; save yours under another name", field="name")
+    values = body.model_dump(exclude_none=True)
+    for personal in ("steering", "model", "memory"):
+        values.pop(personal, None)
+    return {**s.save_preset(name.strip(), values, who), "builtin": False}
+
+
+@router.delete("/presets/{name}", status_code=204)
+def delete_preset(name: str, s: Store = Depends(store)) -> None:
+    if name in BUILTIN_PRESETS:
+        raise Conflict(f"{name!r} is a built-in preset and stays", field="name")
+    s.delete_preset(name)
 
 
 @router.get("/queue")
@@ -87,7 +104,46 @@ def generate_children(node_id: str, body: Generate, request: Request, s: Store =
     "nodes": [...]} (or {"type": "error", "message"}). The nodes are saved even if the client
     has gone by then."""
     settings = effective_settings(s, node_id, body.model_dump(exclude_none=True))
+    name, req = _generation(request, settings)
     prompt = s.text_of(node_id)
+
+    def save(rows: list[dict]) -> list[dict]:
+        return s.add_nodes(node_id, _children(rows, name, req), who, kind="generate", payload=_payload(name, req))
+
+    return JobStream(request.app.state.worker.submit(_generation_job(request, name, prompt, req, save),
+                                                     kind="generate"))
+
+
+@router.post("/nodes/{node_id}/reroll")
+def reroll(node_id: str, body: Generate, request: Request, s: Store = Depends(store),
+           who: str = Depends(author)) -> StreamingResponse:
+    """Reroll a model continuation in place: one fresh continuation of its parent, with the
+    settings, model and steering it was made with (and a new seed, unless the request sets one),
+    streamed as a generation is; when it ends the new node is saved and the old one archived (a
+    ``reroll`` event on it names its successor; unarchive brings it back)."""
+    node = s.node(node_id)
+    if node["parent_id"] is None:
+        raise Invalid("the root is the prompt; reroll one of its continuations", field="node_id")
+    if node["source"] != "model" or not node["model"]:
+        raise Invalid("only text a model wrote is rerolled; to replace your own text, edit it or generate from "
+                      "its parent", field="node_id")
+    own = {k: v for k, v in (node["settings"] or {}).items() if k in Generate.model_fields}
+    own |= {"model": node["model"], "steering": node["steering"]}
+    settings = effective_settings(s, node["parent_id"], own | body.model_dump(exclude_none=True))
+    name, req = _generation(request, settings, n=1)
+    prompt = s.text_of(node["parent_id"])
+
+    def save(rows: list[dict]) -> list[dict]:
+        if not rows:
+            return []
+        return [s.reroll(node_id, _children(rows, name, req)[0], who, payload=_payload(name, req))]
+
+    return JobStream(request.app.state.worker.submit(_generation_job(request, name, prompt, req, save),
+                                                     kind="generate"))
+
+
+def _generation(request: Request, settings: dict, n: int | None = None) -> tuple[str, GenerateRequest]:
+    """The model and the request that ``settings`` describe, checked before anything is queued."""
     registry = request.app.state.models
     name = settings.get("model") or registry.default()
     if name not in registry.names("generate"):
@@ -97,28 +153,37 @@ def generate_children(node_id: str, body: Generate, request: Request, s: Store =
         raise Invalid(f"'max_tokens' is {settings['max_tokens']}; this loom gives a model at most "
                       f"{registry.context_tokens} tokens at once (context and continuation; --context-tokens), so "
                       "ask for fewer", field="max_tokens")
-    req = GenerateRequest(n=settings["n"], max_tokens=settings["max_tokens"], temperature=settings["temperature"],
-                          top_p=settings["top_p"], top_k=settings["top_k"], seed=settings.get("seed"),
-                          stop=list(settings["stop"]), alternatives=settings["alternatives"],
-                          steering=settings.get("steering"))
+    req = request_from(settings, n)
+    req.around()  # a bad template is refused now, not in the queue
+    return name, req
+
+
+def _children(rows: list[dict], name: str, req: GenerateRequest) -> list[dict]:
+    return [{"text": r["text"], "source": "model", "model": name, "settings": req.settings(), "seed": r["seed"],
+             "steering": req.steering, "tokens": r["tokens"], "finish_reason": r["finish_reason"],
+             **({"meta": {"context_dropped": r["context_dropped"]}} if r["context_dropped"] else {})}
+            for r in rows]
+
+
+def _payload(name: str, req: GenerateRequest) -> dict:
+    return {"model": name, "n": req.n, "settings": req.settings(), "steering": req.steering}
+
+
+def _generation_job(request: Request, name: str, prompt: str, req: GenerateRequest, save):
+    registry = request.app.state.models
 
     def run(job):
         if not registry.describe(name)["loaded"]:
             job.emit({"type": "status", "message": f"loading {name} (its first use; the embedded model is converted "
                                                    "from GGUF once, about a minute, then cached)"})
-        slot = registry.slot(name)
-        rows = generate(slot, prompt, req, job)
-        children = [{"text": r["text"], "source": "model", "model": name, "settings": req.settings(),
-                     "seed": r["seed"], "steering": req.steering, "tokens": r["tokens"],
-                     "finish_reason": r["finish_reason"],
-                     **({"meta": {"context_dropped": r["context_dropped"]}} if r["context_dropped"] else {})}
-                    for r in rows]
-        made = s.add_nodes(node_id, children, who, kind="generate",
-                           payload={"model": name, "n": req.n, "settings": req.settings(), "steering": req.steering})
-        job.emit({"type": "done", "nodes": [public(n) for n in made], "rows": [r["row"] for r in rows]})
+            with reporting(lambda message: job.emit({"type": "status", "message": f"loading {name}: {message}"})):
+                registry.slot(name)
+        rows = generate(registry.slot(name), prompt, req, job)
+        made = save(rows)
+        job.emit({"type": "done", "nodes": [public(n) for n in made], "rows": [r["row"] for r in rows][:len(made)]})
         return made
 
-    return JobStream(request.app.state.worker.submit(run, kind="generate"))
+    return run
 
 
 class JobStream(StreamingResponse):
@@ -201,10 +266,13 @@ def counterfactual(node_id: str, body: Counterfactual, request: Request, s: Stor
 def next_token_view(node_id: str, request: Request, s: Store = Depends(store),
                     breadth: Annotated[int, Query(ge=1, le=10)] = 5, depth: Annotated[int, Query(ge=1, le=3)] = 2,
                     model: str | None = None) -> list[dict]:
-    """The likeliest next tokens and the likeliest token after each (a block multiverse)."""
+    """The likeliest next tokens and the likeliest token after each (a block multiverse), with
+    the memory and template a generation from this node would use."""
     context = s.text_of(node_id)
+    around = request_from(effective_settings(s, node_id)).around()
     registry = request.app.state.models
-    return request.app.state.worker.call(lambda job: next_tokens(registry.slot(model), context, breadth, depth))
+    return request.app.state.worker.call(lambda job: next_tokens(registry.slot(model), context, breadth, depth,
+                                                                 around))
 
 
 @router.get("/nodes/{node_id}/reward")

@@ -8,8 +8,9 @@ import difflib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from alignlab.loom.settings import effective_settings, request_from
 from alignlab.loom.store import Store
 
 router = APIRouter()
@@ -38,6 +39,19 @@ class Generate(Strict):
     stop: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
     model: Annotated[str, Field(max_length=1000)] | None = None
     steering: Steering | None = None
+    memory: Annotated[str, Field(max_length=100_000)] | None = None
+    """Text the model reads before the path (kept whole when a long path is cut), as in Loom."""
+    template: Annotated[str, Field(min_length=6, max_length=10_000)] | None = None
+    """How memory and path make the model's context: names {text} once, may name {memory}."""
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        from alignlab.loom.generation import split_template
+
+        if value is not None:
+            split_template(value, "")  # a ValueError here is a 422 naming the field
+        return value
 
 
 class NewTree(Strict):
@@ -258,8 +272,12 @@ def _bits_after(request: Request, s: Store, node: dict, context: str,
         return {**node, "intervention_bits_pending": False}
     node_id = node["id"]
 
+    before = ""
+    if node["parent_id"] is not None:  # the model reads the tree's memory before the path
+        before = request_from(effective_settings(s, node["parent_id"])).around()[0]
+
     def compute(job):
-        bits = text_bits(models.slot(None), context, text, changed)
+        bits = text_bits(models.slot(None), context, text, changed, before=before)
         s.set_intervention_bits(node_id, text, bits)
         return bits
 

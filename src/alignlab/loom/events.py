@@ -169,7 +169,7 @@ RECORDED: dict[str, Callable[[dict, Callable[[str], bool]], dict]] = {
     "create_tree": _free, "write": _free, "generate": _free, "continue": _free, "edit": _free,
     "split": _free, "merge": _free, "archive": _free, "unarchive": _free, "bookmark": _free,
     "unbookmark": _free, "tag": _free, "untag": _free, "note": _free, "import": _free, "settings": _free,
-    "move": _free,
+    "move": _free, "reroll": _free,
 }
 """Events the loom writes itself as a side effect of an action (implicit feedback and history)."""
 

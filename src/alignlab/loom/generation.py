@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import math
 import queue
+import string
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,23 +56,38 @@ class ModelSlot:
         return {"name": self.name, "colour": self.colour, "kind": self.kind, "window": self.window,
                 "layers": int(getattr(self.model.config, "num_hidden_layers", 0))}
 
-    def fit(self, context: str, room: int, what: str = "max_tokens") -> tuple[list[int], int]:
-        """Token ids of ``context`` (with BOS) that leave ``room`` tokens free in the window: a
-        path too long keeps its end (as the original Loom does), and how many tokens it dropped.
-        A ``room`` the window cannot hold is refused, naming the field."""
+    def fit(self, context: str, room: int, what: str = "max_tokens", before: str = "",
+            after: str = "") -> tuple[list[int], int]:
+        """Token ids of ``before + context + after`` (with BOS) that leave ``room`` tokens free in
+        the window: a path too long keeps its end (as the original Loom does), and how many tokens
+        it dropped. ``before`` and ``after`` (the tree's memory and prompt template around the
+        path) are always kept whole; only the path is cut. A ``room`` the window cannot hold, or a
+        memory and template that leave no room for the path, is refused, naming the field."""
         from alignlab.models.tokens import encode_prompt
 
         if room >= self.window:
             raise Invalid(f"'{what}' is {room}; {self.name} reads at most {self.window} tokens at once (context and "
                           f"continuation together), so ask for fewer", field=what)
-        ids = encode_prompt(self.tokenizer, context or self.tokenizer.bos_token or "")
+        whole = before + context + after
+        ids = encode_prompt(self.tokenizer, whole or self.tokenizer.bos_token or "")
         keep = self.window - room
         if len(ids) <= keep:
             return ids, 0
         bos = self.tokenizer.bos_token_id
-        head = ids[:1] if bos is not None and ids[0] == bos else []
-        tail = ids[len(ids) - (keep - len(head)):]
-        return head + tail, len(ids) - len(head) - len(tail)
+        if not before and not after:
+            head = ids[:1] if bos is not None and ids[0] == bos else []
+            tail = ids[len(ids) - (keep - len(head)):]
+            return head + tail, len(ids) - len(head) - len(tail)
+        head = encode_prompt(self.tokenizer, before) if before else ([bos] if bos is not None else [])
+        end = list(self.tokenizer(after, add_special_tokens=False)["input_ids"]) if after else []
+        body = list(self.tokenizer(context, add_special_tokens=False)["input_ids"])
+        space = keep - len(head) - len(end)
+        if space < 1:
+            raise Invalid(f"the memory and prompt template take {len(head) + len(end)} tokens; with '{what}' {room} "
+                          f"{self.name}'s window of {self.window} leaves no room for the path: shorten the memory "
+                          f"or ask for fewer tokens", field="memory")
+        kept = body[max(0, len(body) - space):]
+        return head + kept + end, len(body) - len(kept)
 
 
 @dataclass
@@ -174,6 +190,39 @@ class Worker:
                 job.events.put(None)
 
 
+TEMPLATE = "{memory}{text}"
+"""How the model's context is made from a tree's memory and the path's text (the default: the
+memory, then the path). A template may add words around them, e.g. "{memory}Story:\n{text}"."""
+
+
+def split_template(template: str, memory: str) -> tuple[str, str]:
+    """(before, after): the text a template puts before and after the path, its memory filled in.
+    A template names ``{text}`` exactly once and may name ``{memory}``; literal braces are ``{{``
+    and ``}}``. Raises ValueError saying what is wrong."""
+    parts: list[tuple[str, str | None]] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ValueError(f"the template {template!r} is not a valid template ({err}); write literal braces as "
+                         "{{ and }}") from None
+    for literal, name, spec, conversion in parsed:
+        if name is not None and (name not in ("memory", "text") or spec or conversion):
+            raise ValueError(f"the template names {{{name}{'!' + conversion if conversion else ''}"
+                             f"{':' + spec if spec else ''}}}; it may only name {{memory}} and {{text}}")
+        parts.append((literal, name))
+    if sum(name == "text" for _, name in parts) != 1:
+        raise ValueError(f"the template {template!r} must name {{text}} (where the path goes) exactly once")
+    before, after, seen = "", "", False
+    for literal, name in parts:
+        piece = literal + (memory if name == "memory" else "")
+        if seen:
+            after += piece
+        else:
+            before += piece
+        seen = seen or name == "text"
+    return before, after
+
+
 @dataclass
 class GenerateRequest:
     n: int = 3
@@ -185,10 +234,25 @@ class GenerateRequest:
     stop: list[str] = field(default_factory=list)
     alternatives: int = 5
     steering: dict | None = None
+    memory: str = ""
+    template: str = TEMPLATE
 
     def settings(self) -> dict:
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "stop": list(self.stop), "alternatives": self.alternatives}
+        """The settings a node records (memory and template only when they are not the defaults)."""
+        out = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+               "top_k": self.top_k, "stop": list(self.stop), "alternatives": self.alternatives}
+        if self.memory:
+            out["memory"] = self.memory
+        if self.template != TEMPLATE:
+            out["template"] = self.template
+        return out
+
+    def around(self) -> tuple[str, str]:
+        """The text the model reads before and after the path (memory and template)."""
+        try:
+            return split_template(self.template, self.memory)
+        except ValueError as err:
+            raise Invalid(str(err), field="template") from None
 
 
 _seeds = itertools.count(1)
@@ -212,7 +276,8 @@ def generate(slot: ModelSlot, prompt: str, request: GenerateRequest, job: Job) -
         raise Invalid(f"'max_tokens' is {request.max_tokens}; the loom generates at most 1024 tokens a node",
                       field="max_tokens")
     seeds = [seed + i for i in range(request.n)]
-    context, dropped = slot.fit(prompt, request.max_tokens)
+    before, after = request.around()
+    context, dropped = slot.fit(prompt, request.max_tokens, before=before, after=after)
     rows: list[dict] = [{"row": i, "text": "", "tokens": [], "seed": s, "finish_reason": "length",
                          "context_dropped": dropped} for i, s in enumerate(seeds)]
     ended = [False] * request.n
@@ -265,10 +330,13 @@ def _steering(slot: ModelSlot, recipe: dict | None):
 
 
 @torch.no_grad()
-def text_bits(slot: ModelSlot, context: str, text: str, changed: list[tuple[int, int]] | None = None) -> float:
+def text_bits(slot: ModelSlot, context: str, text: str, changed: list[tuple[int, int]] | None = None,
+              before: str = "") -> float:
     """-log2 P(text | context) under the model: the intervention bits of text a person wrote.
     With ``changed`` (character spans of ``text``), only tokens overlapping them count (an edit
-    of model text costs the bits of what the person changed, not of what the model wrote)."""
+    of model text costs the bits of what the person changed, not of what the model wrote).
+    ``before`` is what the model reads ahead of the path (the tree's memory); a template's text
+    after the path is left out, as the person's text continues the path itself."""
     from alignlab.models import score
 
     if not text:
@@ -277,7 +345,7 @@ def text_bits(slot: ModelSlot, context: str, text: str, changed: list[tuple[int,
     if len(ids) >= slot.window - 1:
         raise Invalid(f"the text is {len(ids)} tokens; {slot.name} reads at most {slot.window} at once, so its "
                       "intervention bits cannot be computed (they stay unknown)", field="text")
-    prefix, _ = slot.fit(context, len(ids), what="text")
+    prefix, _ = slot.fit(context, len(ids), what="text", before=before)
     scored = score(slot.model, slot.tokenizer, [prefix], [ids])[0]
     total, offset = 0.0, 0
     for piece, lp in zip(scored.token_texts, scored.logprobs):
@@ -298,16 +366,18 @@ def special_ids(tokenizer) -> set[int]:
 
 
 @torch.no_grad()
-def next_tokens(slot: ModelSlot, context: str, breadth: int = 5, depth: int = 2) -> list[dict]:
+def next_tokens(slot: ModelSlot, context: str, breadth: int = 5, depth: int = 2,
+                around: tuple[str, str] = ("", "")) -> list[dict]:
     """The likeliest short paths after ``context``: the top ``breadth`` tokens, and for each the
-    top ``breadth`` after it, ``depth`` levels deep, with each path's probability."""
+    top ``breadth`` after it, ``depth`` levels deep, with each path's probability. ``around`` is
+    the text before and after the path (memory and template), as a generation would read it."""
     from alignlab.models import SampleConfig, sample
 
     if not 1 <= breadth <= 10 or not 1 <= depth <= 3:
         raise Invalid("'breadth' must be 1..10 and 'depth' 1..3", field="breadth")
     level = [{"text": "", "ids": [], "logprob": 0.0, "children": []}]
     roots = level
-    base, _ = slot.fit(context, depth)
+    base, _ = slot.fit(context, depth, before=around[0], after=around[1])
     special = special_ids(slot.tokenizer)  # <start_of_image> and the like: not text a person can continue with
     for _ in range(depth):
         prompts = [base + node["ids"] for node in level]

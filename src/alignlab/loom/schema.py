@@ -129,3 +129,14 @@ models = sa.Table(
 )
 """Models added while the loom ran (trained from the page, or a folder the person added): kept so
 that a restart lists them again. Models named on the command line are not stored."""
+
+presets = sa.Table(
+    "presets", metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("settings", sa.JSON, nullable=False),  # generation settings; only the fields it sets
+    sa.Column("author", sa.String(200), nullable=False),
+    _time("created_at"),
+    _time("updated_at"),
+)
+"""Named generation settings a person saved from the settings bar (the built-in ones are in
+loom/settings.py), shared by everyone using this store."""

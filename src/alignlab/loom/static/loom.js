@@ -424,14 +424,40 @@ async function generate() {
   if ($("steer-on").checked) body.steering = {positive: $("steer-pos").value, negative: $("steer-neg").value,
                                               layer: +$("steer-layer").value, coefficient: +$("steer-coef").value};
   const response = await api(`/nodes/${state.current}/generate`, {method: "POST", body: JSON.stringify(body)});
+  await followGeneration(response, body.n, async (event, stopped) => {
+    status(`${event.nodes.length} continuations` + (stopped.size ? `, ${stopped.size} stopped` : ""));
+    await openTree(state.tree.tree.id, state.current);
+  });
+}
+
+// Reroll in place: a fresh continuation with the node's own settings replaces it (the old one is
+// archived by the server in the same transaction; z brings it back).
+async function reroll() {
+  const node = state.nodes.get(state.current);
+  if (!node || node.parent_id === null || node.source !== "model") {
+    status("reroll a continuation a model wrote (edit your own text instead)", true);
+    return;
+  }
+  const response = await api(`/nodes/${node.id}/reroll`, {method: "POST", body: "{}"});
+  await followGeneration(response, 1, async (event) => {
+    if (!event.nodes.length) { status("reroll stopped before its first token: nothing changed"); return; }
+    state.lastArchived = node.id;
+    await openTree(state.tree.tree.id, event.nodes[0].id);
+    status("rerolled · z brings the old continuation back");
+  });
+}
+
+// Shows a generation's stream under the node, with a stop button per row and one for all, and
+// records an e-stop for each row the person stopped once the nodes are saved.
+async function followGeneration(response, rows, finished) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   const stopped = new Map();  // row -> [token index, characters] where the person hit stop
-  const counts = Array.from({length: body.n}, () => [0, 0]);
+  const counts = Array.from({length: rows}, () => [0, 0]);
   let job = null;
   const stopRow = (row, tokens) => job && api(`/generations/${job}/stop`, {method: "POST", body: JSON.stringify(
     row === null ? {} : {row, tokens})}).catch(() => { /* it had ended: the saved text is what was shown */ });
-  const live = Array.from({length: body.n}, (_, row) => {
+  const live = Array.from({length: rows}, (_, row) => {
     const text = el("span", {class: "stream-text"});
     const stop = el("button", {class: "e-stop", title: "stop here: this continuation should have ended now (it is saved as shown)"}, "■");
     stop.addEventListener("click", () => {
@@ -465,11 +491,59 @@ async function generate() {
           const at = event.rows.indexOf(row);
           if (at >= 0) await feedback("stop", {token_index: index, char: chars}, event.nodes[at].id);
         }
-        status(`${event.nodes.length} continuations` + (stopped.size ? `, ${stopped.size} stopped` : ""));
-        await openTree(state.tree.tree.id, state.current);
+        await finished(event, stopped);
       }
     }
   }
+}
+
+// --- memory, template and presets -----------------------------------------------------------------
+
+function showContext() {
+  const settings = state.tree.tree.settings || {};
+  $("memory").value = settings.memory || "";
+  $("template").value = settings.template || "{memory}{text}";
+}
+
+async function keepContext() {
+  const settings = {...(state.tree.tree.settings || {}), memory: $("memory").value, template: $("template").value};
+  await send("PATCH", `/trees/${state.tree.tree.id}`, {settings});
+  await openTree(state.tree.tree.id, state.current);
+  status($("memory").value ? "memory kept for this tree: every generation reads it before the path" : "memory cleared for this tree");
+}
+
+const PRESET_FIELDS = {n: "gen-n", max_tokens: "gen-max", temperature: "gen-temp", top_p: "gen-top-p", seed: "gen-seed",
+                       stop: "gen-stop"};
+
+async function loadPresets() {
+  state.presets = await getJSON("/presets");
+  const select = $("preset-select");
+  select.replaceChildren(el("option", {value: ""}, "—"),
+                         ...state.presets.map((p) => el("option", {value: p.name}, p.builtin ? p.name : `${p.name} (saved)`)));
+}
+
+function applyPreset(name) {
+  const preset = state.presets.find((p) => p.name === name);
+  if (!preset) return;
+  for (const [key, value] of Object.entries(preset.settings)) {
+    const id = PRESET_FIELDS[key];
+    if (!id) continue;
+    $(id).value = key === "stop" ? value.map((x) => x.replace(/\n/g, "\\n")).join("|") : value;
+    touchBar(id);
+  }
+  status(`preset ${name}: the bar holds its settings (marked) until reset`);
+}
+
+async function savePreset() {
+  const name = window.prompt("Name for a preset of the bar's settings:");
+  if (!name || !name.trim()) return;
+  const body = barSettings();
+  const template = (state.tree.tree.settings || {}).template;
+  if (template && template !== "{memory}{text}") body.template = template;
+  await send("PUT", `/presets/${encodeURIComponent(name.trim())}`, body);
+  await loadPresets();
+  $("preset-select").value = name.trim();
+  status(`preset ${name.trim()} saved`);
 }
 
 // --- editing ----------------------------------------------------------------------------------------
@@ -793,7 +867,7 @@ const KEYS = {ArrowLeft: "parent", h: "parent", ArrowRight: "child", l: "child",
 document.addEventListener("keydown", async (ev) => {
   if (["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName) || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (KEYS[ev.key]) { ev.preventDefault(); await navigate(KEYS[ev.key]); return; }
-  const actions = {g: generate, i: () => openEditor("write"), e: () => openEditor("edit"), p: nextTokens,
+  const actions = {g: generate, R: reroll, i: () => openEditor("write"), e: () => openEditor("edit"), p: nextTokens,
                    b: () => toggleFlag("bookmark"), x: () => toggleFlag("archive"),
                    "+": () => feedback("thumb", {value: "up"}), "-": () => feedback("thumb", {value: "down"}),
                    "/": () => $("search").focus(), z: undoArchive, Escape: () => { cancelMove(); status(""); }};
@@ -881,6 +955,11 @@ async function start() {
   $("editor-cancel").addEventListener("click", () => { $("editor").hidden = true; });
   $("next-tokens").addEventListener("click", nextTokens);
   $("steer-toggle").addEventListener("click", () => { $("steering").hidden = !$("steering").hidden; });
+  $("reroll").addEventListener("click", reroll);
+  $("context-toggle").addEventListener("click", () => { showContext(); $("context-panel").hidden = !$("context-panel").hidden; });
+  $("context-save").addEventListener("click", keepContext);
+  $("preset-select").addEventListener("change", (ev) => applyPreset(ev.target.value));
+  $("preset-save").addEventListener("click", savePreset);
   $("thumb-up").addEventListener("click", () => feedback("thumb", {value: "up"}));
   $("thumb-down").addEventListener("click", () => feedback("thumb", {value: "down"}));
   $("rate").addEventListener("click", () => feedback("rating", {value: +$("rating").value, scale_min: 1, scale_max: 7}));
@@ -924,6 +1003,7 @@ async function start() {
   $("show-outline").addEventListener("click", () => { $("graph-view").setAttribute("hidden", ""); $("tree-view").hidden = false; });
   $("show-graph").addEventListener("click", () => { $("graph-view").removeAttribute("hidden"); $("tree-view").hidden = true; renderGraph(); });
   pollJobs();
+  await loadPresets();
   document.addEventListener("click", (ev) => { if (!$("token-popup").contains(ev.target)) $("token-popup").hidden = true; });
   window.addEventListener("hashchange", async () => {  // back/forward, or a pasted link
     const h = new URLSearchParams(location.hash.slice(1));
