@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "runs list": "alignlab.commands:RUNS_LIST",
     "runs show": "alignlab.commands:RUNS_SHOW",
     "demo": "alignlab.commands:DEMO",
+    "serve": "alignlab.serve.command:SERVE",
     "reward train": "alignlab.train.reward_cli:REWARD_TRAIN",
     "reward eval": "alignlab.train.reward_cli:REWARD_EVAL",
     "reward score": "alignlab.train.reward_cli:REWARD_SCORE",

@@ -1,0 +1,1 @@
+"""`alignlab serve`: a model behind an OpenAI-compatible completions endpoint."""
