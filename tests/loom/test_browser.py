@@ -468,3 +468,19 @@ def test_presets_memory_and_reroll_from_the_page(page, live_loom, tree):
     page.keyboard.press("z")
     page.wait_for_function("document.querySelector('#status').textContent === 'archive undone'")
     assert [c["id"] for c in store.children(root)] == [first["id"], second["id"]]
+
+
+def test_the_page_imports_an_exoloom_export(page, live_loom, tree, tmp_path):
+    import json
+
+    from tests.loom.test_store import EXOLOOM
+
+    url, store = live_loom
+    path = tmp_path / "fox.json"
+    path.write_text(json.dumps(EXOLOOM))
+    open_tree(page, url, tree["id"])
+    page.set_input_files("#import-file", str(path))
+    page.wait_for_function("document.querySelector('#status').textContent === 'imported 1 tree from fox.json'")
+    imported = next(t for t in store.trees() if t["title"] == "fox")  # the file's name titles it from the page
+    assert page.evaluate("window.loom.state.tree.tree.id") == imported["id"]
+    assert len(store.tree_nodes(imported["id"])) == 4

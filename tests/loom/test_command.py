@@ -70,3 +70,16 @@ def test_train_a_reward_model_and_dpo_from_the_loom(tmp_path, capsys):
     assert main(["loom", "train", "--data", str(data), "--kind", "prm", "--model", "tiny"]) == 1
     assert "no steps yet: judge some steps" in capsys.readouterr().err  # this session judged none
     assert len(list((data / "jobs").iterdir())) == 2
+
+
+def test_import_reads_an_exoloom_export_from_the_command_line(tmp_path, capsys):
+    from tests.loom.test_store import EXOLOOM
+
+    path = tmp_path / "exo.json"
+    path.write_text(json.dumps(EXOLOOM))
+    data = tmp_path / "loom"
+    assert main(["loom", "import", str(path), "--data", str(data)]) == 0
+    assert "'The fox' (4 nodes)" in capsys.readouterr().out
+    path.write_text(json.dumps({**EXOLOOM, "schemaVersion": 3}))
+    assert main(["loom", "import", str(path), "--data", str(data)]) == 1
+    assert "schemaVersion" in capsys.readouterr().err

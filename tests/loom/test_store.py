@@ -300,3 +300,55 @@ def test_loomsidian_notes_import_as_trees_with_their_text_structure_and_fields(s
         import_loomsidian(store, {"nodes": {"a": {"text": "x", "parentId": "b"}, "b": {"text": "y", "parentId": "a"}}},
                           "ann")
     assert len(store.trees()) == before
+
+
+EXOLOOM = {
+    "loomType": "Exoloom", "version": "2.4.1", "schemaVersion": 1,
+    "tree": {"title": "The fox", "description": "a test tree", "createdAt": "2025-03-01T10:00:00Z", "rootNodeId": 100,
+             "nodes": {
+                 "100": {"content": "Once upon a time", "authorType": "USER", "authorName": "ann", "parentId": None,
+                         "childrenIds": [101, 102], "createdAt": "2025-03-01T10:00:00Z"},
+                 "101": {"content": " there was", "authorType": "LLM", "authorName": "deepseek-v3-base",
+                         "parentId": 100, "childrenIds": [103], "createdAt": "2025-03-01T10:00:05Z"},
+                 "102": {"content": " the sea", "authorType": "LLM", "authorName": "llama-405b-base", "parentId": 100,
+                         "childrenIds": []},
+                 "103": {"content": " a fox I wrote", "authorType": "USER", "authorName": "ann", "parentId": 101,
+                         "childrenIds": []},
+                 "999": {"content": "left over", "authorType": "LLM", "parentId": None, "childrenIds": []}}},
+    "lens": {"bookmarks": [{"nodeId": 103}], "prunedNodes": [{"nodeId": 102}]},
+}
+
+
+def test_an_exoloom_export_imports_with_authors_bookmarks_and_pruning(store):
+    import copy
+
+    from alignlab.loom.events import Invalid
+    from alignlab.loom.loomjson import import_any
+
+    (tree,) = import_any(store, copy.deepcopy(EXOLOOM), "importer")
+    assert tree["title"] == "The fox"
+    assert tree["meta"]["exoloom"] == {"version": "2.4.1", "schemaVersion": 1, "description": "a test tree",
+                                       "createdAt": "2025-03-01T10:00:00Z", "unreached_nodes": 1}
+    nodes = {n["meta"]["exoloom"]["id"]: n for n in store.tree_nodes(tree["id"])}
+    assert set(nodes) == {100, 101, 102, 103}  # the node the root does not reach is left out (and counted)
+    assert store.text_of(nodes[103]["id"]) == "Once upon a time there was a fox I wrote"
+    assert nodes[100]["source"] == "prompt" and nodes[100]["parent_id"] is None
+    assert nodes[101]["source"] == "model" and nodes[101]["model"] == "deepseek-v3-base"
+    assert nodes[103]["source"] == "human" and nodes[103]["model"] is None and nodes[103]["bookmarked"]
+    assert nodes[102]["archived"] and not nodes[101]["archived"]  # pruned: hidden, never deleted
+    assert [c["id"] for c in store.children(nodes[100]["id"])] == [nodes[101]["id"]]
+    assert nodes[101]["meta"]["exoloom"]["createdAt"] == "2025-03-01T10:00:05Z"
+    # bad input names where it is, and nothing is written
+    before = len(store.trees())
+    for change, says in [(lambda d: d.update(schemaVersion=2), "schemaVersion"),
+                         (lambda d: d["tree"].update(rootNodeId=7), "rootNodeId"),
+                         (lambda d: d["tree"]["nodes"]["101"].update(content=5), r"nodes\['101'\]\.content"),
+                         (lambda d: d["tree"]["nodes"]["101"].update(authorType="BOT"), "authorType"),
+                         (lambda d: d["tree"]["nodes"]["101"]["childrenIds"].append(55), "not among"),
+                         (lambda d: d["tree"]["nodes"]["102"]["childrenIds"].append(103), "reached twice"),
+                         (lambda d: d["lens"].update(bookmarks=[5]), "lens.bookmarks")]:
+        broken = copy.deepcopy(EXOLOOM)
+        change(broken)
+        with pytest.raises(Invalid, match=says):
+            import_any(store, broken, "importer")
+    assert len(store.trees()) == before

@@ -189,6 +189,24 @@ def import_loomsidian_file(document: Annotated[dict[str, Any], Body()], s: Store
     return {"trees": import_loomsidian(s, document, who, title=title)}
 
 
+@router.post("/import/exoloom", status_code=201)
+def import_exoloom_file(document: Annotated[dict[str, Any], Body()], s: Store = Depends(store),
+                        who: str = Depends(author), title: Annotated[str, Query(max_length=500)] = "") -> dict:
+    """A tree from an Exoloom export (schema 1)."""
+    from alignlab.loom.loomjson import import_exoloom
+
+    return import_exoloom(s, document, who, title=title)
+
+
+@router.post("/import", status_code=201)
+def import_file(document: Annotated[dict[str, Any], Body()], s: Store = Depends(store), who: str = Depends(author),
+                title: Annotated[str, Query(max_length=500)] = "") -> dict:
+    """Trees from a Loom, Loomsidian or Exoloom file, told apart by their shape (the page's import)."""
+    from alignlab.loom.loomjson import import_any
+
+    return {"trees": import_any(s, document, who, title=title)}
+
+
 @router.post("/import/loom", status_code=201)
 def import_loom(document: Annotated[dict[str, Any], Body()], s: Store = Depends(store), who: str = Depends(author),
                 title: Annotated[str, Query(max_length=500)] = "") -> dict:

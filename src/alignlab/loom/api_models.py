@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from alignlab.loom.api_trees import Generate, Strict, author, public, store
+from alignlab.loom.endpoint import EndpointSlot, generate_remote
 from alignlab.loom.events import Conflict, Invalid, NotFound
 from alignlab.loom.generation import GenerateRequest, generate, next_tokens
 from alignlab.loom.settings import BUILTIN_PRESETS, effective_settings, presets, request_from
@@ -155,6 +156,11 @@ def _generation(request: Request, settings: dict, n: int | None = None) -> tuple
                       "ask for fewer", field="max_tokens")
     req = request_from(settings, n)
     req.around()  # a bad template is refused now, not in the queue
+    if registry.kind(name) == "endpoint":  # what an endpoint cannot do is refused now too
+        if req.steering:
+            raise Invalid(f"{name} is served over an endpoint: steering adds to a model's activations, which only a "
+                          "local model exposes", field="steering")
+        registry.slot(name).headers()
     return name, req
 
 
@@ -178,7 +184,8 @@ def _generation_job(request: Request, name: str, prompt: str, req: GenerateReque
                                                    "from GGUF once, about a minute, then cached)"})
             with reporting(lambda message: job.emit({"type": "status", "message": f"loading {name}: {message}"})):
                 registry.slot(name)
-        rows = generate(registry.slot(name), prompt, req, job)
+        slot = registry.slot(name)
+        rows = (generate_remote if isinstance(slot, EndpointSlot) else generate)(slot, prompt, req, job)
         made = save(rows)
         job.emit({"type": "done", "nodes": [public(n) for n in made], "rows": [r["row"] for r in rows][:len(made)]})
         return made
@@ -244,6 +251,9 @@ def counterfactual(node_id: str, body: Counterfactual, request: Request, s: Stor
         raise Invalid("only model-written nodes with recorded tokens have alternatives", field="node_id")
     if body.token_index >= len(tokens):
         raise Invalid(f"'token_index' is {body.token_index}; the node has {len(tokens)} tokens", field="token_index")
+    if tokens[body.token_index].get("id") is None:
+        raise Invalid(f"{node['model']} is served over an endpoint, which gives token texts but not their ids: write the "
+                      "alternative yourself (Write) to branch with it", field="token_id")
     alternatives = {a[0]: a for a in tokens[body.token_index]["alternatives"]}
     if body.token_id not in alternatives:
         raise Invalid(f"token {body.token_id} is not among the recorded alternatives at position "
@@ -271,8 +281,8 @@ def next_token_view(node_id: str, request: Request, s: Store = Depends(store),
     context = s.text_of(node_id)
     around = request_from(effective_settings(s, node_id)).around()
     registry = request.app.state.models
-    return request.app.state.worker.call(lambda job: next_tokens(registry.slot(model), context, breadth, depth,
-                                                                 around))
+    return request.app.state.worker.call(
+        lambda job: next_tokens(registry.local(model, "the next-token view"), context, breadth, depth, around))
 
 
 @router.get("/nodes/{node_id}/reward")

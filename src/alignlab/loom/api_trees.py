@@ -268,7 +268,8 @@ def _bits_after(request: Request, s: Store, node: dict, context: str,
 
     models = request.app.state.models
     text = node["text"]
-    if node["intervention_bits"] is not None or not text or not models.names("generate"):
+    if (node["intervention_bits"] is not None or not text or not models.names("generate")
+            or models.kind(models.default()) == "endpoint"):  # an endpoint does not score text: bits stay unknown
         return {**node, "intervention_bits_pending": False}
     node_id = node["id"]
 

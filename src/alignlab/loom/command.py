@@ -45,6 +45,8 @@ class LoomConfig(StoreOptions):
     """Access token, required when --host is not loopback (default: $ALIGNLAB_LOOM_TOKEN)."""
     context_tokens: int = 4096
     """The most tokens a model reads at once (context and continuation; its own window permitting): a longer path keeps its end, and the node records how many tokens were dropped."""
+    endpoint: list[str] = field(default_factory=list)
+    """A model over an OpenAI-compatible completions endpoint, as NAME=URL[,model=M][,key_env=VAR] (e.g. llama=http://127.0.0.1:8080/v1; the key is read from the variable VAR); repeat the flag."""
 
 
 @dataclass
@@ -62,9 +64,9 @@ class LoomExportConfig(StoreOptions):
 @dataclass
 class LoomImportConfig(StoreOptions):
     file: Path = field(default=Path(), metadata={"positional": True})
-    """A tree file in the original Loom's JSON format, or Loomsidian's (a note's state, or the plugin's data.json: one tree per root)."""
+    """A tree file in the original Loom's JSON format, Loomsidian's (a note's state, or the plugin's data.json: one tree per root) or an Exoloom export."""
     title: str = ""
-    """The tree's title (default: its first line)."""
+    """The tree's title (default: the file's own, else its first line)."""
     annotator: str = ""
     """Recorded as the importer (default: your login name)."""
 
@@ -93,7 +95,7 @@ def run_serve(config: LoomConfig) -> int:
 
     settings = LoomSettings(data_dir=config.data or loom_dir(), db_url=config.db, models=list(config.model),
                             annotator=config.annotator or _default_annotator(), token=config.token, host=config.host,
-                            context_tokens=config.context_tokens)
+                            context_tokens=config.context_tokens, endpoints=list(config.endpoint))
     serve(settings, config.port)
     return 0
 
@@ -137,15 +139,14 @@ def run_export(config: LoomExportConfig) -> int:
 
 
 def run_import(config: LoomImportConfig) -> int:
-    from alignlab.loom.loomjson import import_loomsidian, import_tree, is_loomsidian, read_loom_file
+    from alignlab.loom.loomjson import import_any, read_loom_file
 
     if not config.file.is_file():
-        raise FileNotFoundError(f"{config.file}: no such file; give a Loom JSON tree file or a Loomsidian file")
+        raise FileNotFoundError(f"{config.file}: no such file; give a Loom JSON tree file, a Loomsidian file or an "
+                                "Exoloom export")
     store = config.open_store()
     who = config.annotator or _default_annotator()
-    data = read_loom_file(config.file)
-    trees = import_loomsidian(store, data, who, title=config.title) if is_loomsidian(data) else \
-        [import_tree(store, data, who, title=config.title)]
+    trees = import_any(store, read_loom_file(config.file), who, title=config.title)
     for tree in trees:
         count = len(store.tree_nodes(tree["id"]))
         print(f"imported {config.file} as tree {tree['id']} '{tree['title']}' ({count} nodes)")
@@ -183,7 +184,7 @@ LOOM = Command("loom", "the loom: steer a base model by hand in a web app, recor
                LoomConfig, run_serve)
 LOOM_EXPORT = Command("loom export", "export what the loom recorded as datasets (or Loom JSON)",
                       LoomExportConfig, run_export)
-LOOM_IMPORT = Command("loom import", "import trees from the original Loom's JSON or from Loomsidian", LoomImportConfig,
+LOOM_IMPORT = Command("loom import", "import trees from the original Loom's JSON, Loomsidian or Exoloom", LoomImportConfig,
                       run_import)
 LOOM_TRAIN = Command("loom train", "train a reward model, DPO or a process reward model on the loom's feedback",
                      LoomTrainConfig, run_train)

@@ -1,4 +1,4 @@
-"""The original Loom's JSON tree format, read and written.
+"""The original Loom's JSON tree format, read and written; Loomsidian's and Exoloom's read.
 
 A Loom file holds ``{"root": NODE, ...}`` where a NODE is ``{"id", "text", "children": [NODE...],
 "parent_id", "meta": {"source": ...}, "tags": [...]}`` plus fields of Loom's own (visited, open,
@@ -32,10 +32,21 @@ def read_loom_file(path: Path) -> dict:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise Invalid(f"{path}: line {err.lineno}: not JSON ({err.msg})", field="file") from None
-    if not isinstance(data, dict) or not (isinstance(data.get("root"), dict) or is_loomsidian(data)):
-        raise Invalid(f"{path}: neither a Loom tree file (an object with a 'root' node) nor a Loomsidian file (a "
-                      "note state with 'nodes', or the plugin's data.json with 'state')", field="root")
+    if not isinstance(data, dict) or not (isinstance(data.get("root"), dict) or is_loomsidian(data)
+                                          or is_exoloom(data)):
+        raise Invalid(f"{path}: neither a Loom tree file (an object with a 'root' node), a Loomsidian file (a "
+                      "note state with 'nodes', or the plugin's data.json with 'state') nor an Exoloom export "
+                      "('loomType': 'Exoloom')", field="root")
     return data
+
+
+def import_any(store: Store, data: dict, author: str, title: str = "") -> list[dict]:
+    """Add the trees of a Loom, Loomsidian or Exoloom file (told apart by their shape)."""
+    if is_exoloom(data):
+        return [import_exoloom(store, data, author, title=title)]
+    if is_loomsidian(data):
+        return import_loomsidian(store, data, author, title=title)
+    return [import_tree(store, data, author, title=title)]
 
 
 def import_tree(store: Store, data: dict, author: str, title: str = "") -> dict:
@@ -215,3 +226,87 @@ def _loomsidian_trees(state: dict, where: str, title: str) -> list[tuple[dict, l
     if unreached:
         raise Invalid(f"{where}: nodes {sorted(unreached)[:5]} hang off a cycle and reach no root", field=where)
     return plans
+
+
+# --- Exoloom (the web app) ------------------------------------------------------------------------
+#
+# An Exoloom export (schema 1) is {"loomType": "Exoloom", "schemaVersion": 1, "version",
+# "tree": {"title", "description", "createdAt", "rootNodeId", "nodes": {id: {"content",
+# "authorType": "USER" | "LLM", "authorName", "parentId", "childrenIds", "createdAt"}}},
+# "lens": {"bookmarks": [{"nodeId"}], "prunedNodes": [{"nodeId"}]}}. A node's content is its own
+# segment, as in Loom. The root is the prompt; an LLM's node is model text (authorName is the
+# model), a USER's is a person's; bookmarks are bookmarks; a pruned node is archived (hidden,
+# never deleted); each node's ids, author and time are kept in meta["exoloom"], the tree's
+# description, version and time in the tree's meta. Nodes the root does not reach (Exoloom keeps
+# them only as leftovers) are counted and left out.
+
+
+def is_exoloom(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("loomType") == "Exoloom"
+
+
+def import_exoloom(store: Store, data: dict, author: str, title: str = "") -> dict:
+    """Add an Exoloom tree, all of it or nothing (every node checked before anything is written)."""
+    if not is_exoloom(data):
+        raise Invalid("an Exoloom export has 'loomType': 'Exoloom'", field="loomType")
+    if data.get("schemaVersion") != 1:
+        raise Invalid(f"schemaVersion is {data.get('schemaVersion')!r}; alignlab reads Exoloom's schema 1",
+                      field="schemaVersion")
+    tree, lens = data.get("tree"), data.get("lens") or {}
+    if not isinstance(tree, dict) or not isinstance(tree.get("nodes"), dict):
+        raise Invalid("tree.nodes: an Exoloom export holds its nodes as an object in 'tree'", field="tree.nodes")
+    if not isinstance(lens, dict):
+        raise Invalid("lens: must be an object (its bookmarks and pruned nodes)", field="lens")
+    nodes = {str(key): node for key, node in tree["nodes"].items()}
+    root_id = str(tree.get("rootNodeId"))
+    if root_id not in nodes:
+        raise Invalid(f"tree.rootNodeId: {tree.get('rootNodeId')!r} is not among tree.nodes", field="tree.rootNodeId")
+    marked = {}
+    for name in ("bookmarks", "prunedNodes"):
+        entries = lens.get(name) or []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and "nodeId" in e for e in entries):
+            raise Invalid(f"lens.{name}: must be a list of {{'nodeId': ...}}", field=f"lens.{name}")
+        marked[name] = {str(e["nodeId"]) for e in entries}
+    for key, node in nodes.items():
+        place = f"tree.nodes[{key!r}]"
+        if not isinstance(node, dict):
+            raise Invalid(f"{place}: a node must be an object", field=place)
+        if not isinstance(node.get("content", ""), str):
+            raise Invalid(f"{place}.content: must be a string", field=f"{place}.content")
+        if node.get("authorType") not in ("USER", "LLM"):
+            raise Invalid(f"{place}.authorType: {node.get('authorType')!r}; Exoloom's are USER and LLM",
+                          field=f"{place}.authorType")
+        if not isinstance(node.get("childrenIds", []), list):
+            raise Invalid(f"{place}.childrenIds: must be a list", field=f"{place}.childrenIds")
+
+    def fields(key: str) -> dict:
+        node = nodes[key]
+        kept = {name: node.get(name) for name in ("authorType", "authorName", "createdAt") if node.get(name) is not None}
+        return {"key": key, "text": node.get("content", ""), "bookmarked": key in marked["bookmarks"],
+                "meta": {"exoloom": {"id": node_id(key), **kept}}}
+
+    def node_id(key: str):
+        return int(key) if key.isdigit() else key
+
+    children, seen, queue = [], {root_id}, [root_id]
+    while queue:  # breadth first from the root: parents before children
+        parent = queue.pop(0)
+        for child in nodes[parent].get("childrenIds", []):
+            child = str(child)
+            if child not in nodes:
+                raise Invalid(f"tree.nodes[{parent!r}].childrenIds: {child!r} is not among tree.nodes",
+                              field=f"tree.nodes[{parent!r}].childrenIds")
+            if child in seen:
+                raise Invalid(f"tree.nodes[{child!r}] is reached twice (a cycle or a shared child)",
+                              field=f"tree.nodes[{child!r}]")
+            seen.add(child)
+            llm = nodes[child]["authorType"] == "LLM"
+            children.append({**fields(child), "parent": parent, "source": "model" if llm else "human",
+                             "model": nodes[child].get("authorName") if llm else None,
+                             "archived": child in marked["prunedNodes"]})
+            queue.append(child)
+    meta = {"exoloom": {name: data.get(name) for name in ("version", "schemaVersion")}
+            | {name: tree.get(name) for name in ("description", "createdAt") if tree.get(name) is not None}
+            | {"unreached_nodes": len(nodes) - len(seen)}}
+    return store.insert_tree({**fields(root_id), "source": "prompt"}, children, author,
+                             title=title or tree.get("title") or "", meta=meta)

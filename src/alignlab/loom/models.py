@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from alignlab.loom.endpoint import EndpointSlot
 from alignlab.loom.events import Invalid, NotFound
 from alignlab.loom.generation import COLOURS, ModelSlot
 
@@ -52,10 +53,12 @@ def model_kind(name: str) -> str:
 class ModelRegistry:
     """Names in the order they were added; each model is loaded the first time it is used."""
 
-    def __init__(self, names: list[str], store=None, context_tokens: int = 4096):
+    def __init__(self, names: list[str], store=None, context_tokens: int = 4096, endpoints: list[str] = ()):
         """``names``: the models the loom was started with. ``store``: where models added later
         are kept (and read back from, so that a restart lists them again). ``context_tokens``:
-        the most tokens a model is given at once (see ``ModelSlot.window``)."""
+        the most tokens a model is given at once (see ``ModelSlot.window``). ``endpoints``:
+        models over an OpenAI-compatible endpoint, as ``NAME=URL[,model=M][,key_env=VAR]``
+        (loom/endpoint.py; not stored: give them again at each start)."""
         self.context_tokens = context_tokens
         self._names: list[str] = []
         self._kinds: dict[str, str] = {}
@@ -66,6 +69,14 @@ class ModelRegistry:
         """Kept models whose folder is gone (listed by the store, not offered)."""
         for name in names:
             self.add(name, keep=False)
+        for spec in endpoints:
+            slot = EndpointSlot.parse(spec, COLOURS[len(self._names) % len(COLOURS)])
+            if slot.name in self._names:
+                raise Invalid(f"--endpoint {spec!r}: the name {slot.name!r} is taken; give the endpoint another",
+                              field="endpoint")
+            self._names.append(slot.name)
+            self._kinds[slot.name] = "endpoint"
+            self._loaded[slot.name] = slot
         for kept in (store.models() if store is not None else []):
             try:
                 self.add(kept["name"], kept["kind"], keep=False)
@@ -108,7 +119,19 @@ class ModelRegistry:
         return {"name": name, "kind": self._kinds[name], "colour": COLOURS[index % len(COLOURS)],
                 "loaded": name in self._loaded}
 
-    def slot(self, name: str | None) -> ModelSlot:
+    def kind(self, name: str) -> str:
+        return self._kinds[name]
+
+    def local(self, name: str | None, what: str) -> ModelSlot:
+        """The loaded local model ``name`` (default: the first generation model) for work only a
+        local model can do (``what``, e.g. 'the next-token view'); an endpoint is refused."""
+        slot = self.slot(name)
+        if isinstance(slot, EndpointSlot):
+            raise Invalid(f"{slot.name} is served over an endpoint: {what} needs a local model's own distribution "
+                          "(pick a local model)", field="model")
+        return slot
+
+    def slot(self, name: str | None) -> ModelSlot | EndpointSlot:
         """The loaded generation model ``name`` (default: the first). Call on the model worker."""
         name = name or self.default()
         if name not in self._kinds:

@@ -40,6 +40,8 @@ class LoomSettings:
     load_models: bool = True  # False: serve the store only (no generation), e.g. for exports
     context_tokens: int = 4096
     """The most tokens a model is given at once: a longer path keeps its end (the node says how much was dropped)."""
+    endpoints: list[str] = field(default_factory=list)
+    """Models over an OpenAI-compatible endpoint: NAME=URL[,model=M][,key_env=VAR] (loom/endpoint.py)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -100,7 +102,8 @@ def create_app(settings: LoomSettings):
     app.state.worker = Worker(settings.max_queued)
     app.state.models = ModelRegistry(settings.models if settings.load_models else [],
                                      app.state.store if settings.load_models else None,
-                                     context_tokens=settings.context_tokens)
+                                     context_tokens=settings.context_tokens,
+                                     endpoints=settings.endpoints if settings.load_models else [])
     app.state.jobs = {}
     app.state.presence = defaultdict(Counter)  # tree id -> annotator -> open live streams
 

@@ -113,8 +113,9 @@ class Store:
     def insert_tree(self, root: dict, nodes: Sequence[dict], author: str, title: str = "",
                     meta: dict | None = None, kind: str = "import") -> dict:
         """A whole tree in one transaction (an import): ``root`` and each of ``nodes`` hold
-        ``text`` and optional ``source``/``tags``/``meta``; ``key`` names a node and ``parent``
-        the key of its parent (nodes come after their parents)."""
+        ``text`` and optional ``source``/``tags``/``meta``/``bookmarked`` (and, below the root,
+        ``model``/``archived``); ``key`` names a node and ``parent`` the key of its parent
+        (nodes come after their parents)."""
         tree_id, at = new_id(), now()
         text = root.get("text", "")
         title = title or (text.strip().splitlines() or ["Untitled"])[0][:80] or "Untitled"
@@ -124,14 +125,15 @@ class Store:
                                               meta=meta or {}, created_at=at, updated_at=at))
             ids[root.get("key")] = self._insert_node(
                 c, tree_id, None, text, root.get("source", "prompt"), author, at=at, tags=root.get("tags"),
-                meta=root.get("meta"))
+                meta=root.get("meta"), bookmarked=root.get("bookmarked", False))
             for node in nodes:
                 if node.get("parent") not in ids:
                     raise Invalid(f"node {node.get('key')!r} comes before its parent {node.get('parent')!r}",
                                   field="parent")
                 ids[node["key"]] = self._insert_node(
                     c, tree_id, ids[node["parent"]], node.get("text", ""), node.get("source", "model"), author, at=at,
-                    tags=node.get("tags"), meta=node.get("meta"))
+                    tags=node.get("tags"), meta=node.get("meta"), model=node.get("model"),
+                    archived=node.get("archived", False), bookmarked=node.get("bookmarked", False))
             self._event(c, tree_id, ids[root.get("key")], kind, author, {"nodes": len(nodes) + 1})
         return self.tree(tree_id)
 
@@ -182,7 +184,8 @@ class Store:
             id=node_id, tree_id=tree_id, parent_id=parent_id, text=text, source=source, author=author,
             model=fields.get("model"), settings=fields.get("settings"), seed=fields.get("seed"),
             steering=fields.get("steering"), tokens=fields.get("tokens"), finish_reason=fields.get("finish_reason"),
-            intervention_bits=fields.get("intervention_bits"), archived=False, bookmarked=False, note="",
+            intervention_bits=fields.get("intervention_bits"), archived=bool(fields.get("archived", False)),
+            bookmarked=bool(fields.get("bookmarked", False)), note="",
             meta=fields.get("meta") or {}, created_at=at, updated_at=at))
         for tag in fields.get("tags") or ():
             c.execute(t.tags.insert().values(node_id=node_id, tag=tag))

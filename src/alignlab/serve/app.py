@@ -14,11 +14,13 @@ What is not the model's to do is refused with a 400 in OpenAI's error shape nami
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -109,6 +111,44 @@ def _merge(parts: list[dict]) -> dict:
     return out
 
 
+async def _streamed(events, head: dict, logprobs: int | None, rows: int, finish) -> AsyncIterator[str]:
+    """Server-sent events of a completion. The model runs in a thread of its own and hands each
+    token over; when the client leaves, this generator is cancelled and tells the thread to stop
+    (the model's lock is released then, not whenever the garbage collector gets to it)."""
+    loop = asyncio.get_running_loop()
+    handed: asyncio.Queue = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def hand(item) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+            loop.call_soon_threadsafe(handed.put_nowait, item)
+
+    def produce() -> None:
+        try:
+            for event in events(cancelled):
+                hand(event)
+        except Exception as err:  # reported in the stream: the status line has been sent already
+            hand(err)
+        finally:
+            hand(None)
+
+    threading.Thread(target=produce, name="alignlab-serve-stream", daemon=True).start()
+    offsets = [0] * rows
+    try:
+        while (event := await handed.get()) is not None:
+            if isinstance(event, Exception):
+                yield f"data: {json.dumps({'error': {'message': str(event), 'type': 'server_error'}})}\n\n"
+                break
+            choice = {"index": event.row, "text": event.token.text, "finish_reason": finish(event.finish_reason),
+                      "logprobs": (_token_logprobs(event.token, logprobs, offsets[event.row])
+                                   if logprobs is not None else None)}
+            offsets[event.row] += len(event.token.text)
+            yield f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        cancelled.set()
+
+
 def create_app(served: Served, api_key: str | None = None) -> FastAPI:
     """The app serving ``served`` (a loaded model and tokenizer); with ``api_key``, a request
     without ``Authorization: Bearer <api_key>`` is answered 401."""
@@ -161,26 +201,20 @@ def create_app(served: Served, api_key: str | None = None) -> FastAPI:
         created, cid = int(time.time()), f"cmpl-{secrets.token_hex(12)}"
         seeds = [seed + i for i in range(len(expanded))]
 
-        def events() -> Iterator:
+        def events(cancelled: threading.Event | None = None) -> Iterator:
             with lock:
-                yield from stream(served.model, served.tokenizer, ids, config, seeds=seeds)
+                for event in stream(served.model, served.tokenizer, ids, config, seeds=seeds):
+                    if cancelled is not None and cancelled.is_set():
+                        return  # the client left: the model stops at once and the next request goes on
+                    yield event
 
         def finish(reason: str | None) -> str | None:
             return None if reason is None else "length" if reason == "length" else "stop"
 
         head = {"id": cid, "object": "text_completion", "created": created, "model": served.name}
         if body.stream:
-            def lines() -> Iterator[str]:
-                offsets = [0] * len(expanded)
-                for event in events():
-                    choice = {"index": event.row, "text": event.token.text, "finish_reason": finish(event.finish_reason),
-                              "logprobs": (_token_logprobs(event.token, body.logprobs, offsets[event.row])
-                                           if body.logprobs is not None else None)}
-                    offsets[event.row] += len(event.token.text)
-                    yield f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
-                yield "data: [DONE]\n\n"
-
-            return StreamingResponse(lines(), media_type="text/event-stream")
+            return StreamingResponse(_streamed(events, head, body.logprobs, len(expanded), finish),
+                                     media_type="text/event-stream")
 
         def collect() -> dict:
             texts, parts = [""] * len(expanded), [[] for _ in expanded]

@@ -977,8 +977,10 @@ async function start() {
     if (!file) return;
     let doc;
     try { doc = JSON.parse(await file.text()); } catch (err) { status(`${file.name}: not JSON (${err.message})`, true); return; }
-    const tree = await send("POST", `/import/loom?title=${encodeURIComponent(file.name.replace(/\.json$/, ""))}`, doc);
-    await loadTrees(tree.id);
+    // a Loom tree, a Loomsidian note or data.json, or an Exoloom export: the server tells them apart
+    const made = await send("POST", `/import?title=${encodeURIComponent(file.name.replace(/\.json$/, ""))}`, doc);
+    await loadTrees(made.trees[0].id);
+    status(`imported ${made.trees.length} tree${made.trees.length === 1 ? "" : "s"} from ${file.name}`);
   });
   $("span-good").addEventListener("click", () => markSpan("good"));
   $("span-bad").addEventListener("click", () => markSpan("bad"));
