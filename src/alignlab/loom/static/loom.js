@@ -289,7 +289,9 @@ function renderGraph() {
 }
 
 function shade(logprob) {
-  // probability 1 -> no shade; improbable tokens get a warmer background
+  // probability 1 -> no shade; improbable tokens get a warmer background; unknown (an endpoint
+  // that gave no log-probs) -> no shade
+  if (logprob === null || logprob === undefined) return "transparent";
   const p = Math.exp(logprob);
   const alpha = Math.min(0.6, (1 - p) * 0.6);
   return `rgba(255, 140, 0, ${alpha.toFixed(3)})`;
@@ -381,7 +383,11 @@ function showAlternatives(node, index, ev) {
     });
     return b;
   });
-  popup.replaceChildren(el("div", {}, `token ${JSON.stringify(token.text)} p=${(100 * Math.exp(token.logprob)).toFixed(1)}% · branch from:`), ...rows);
+  const p = token.logprob === null || token.logprob === undefined ? "unknown (the endpoint gave no log-probs)"
+    : `${(100 * Math.exp(token.logprob)).toFixed(1)}%`;
+  const remote = token.id === null;  // an endpoint's token: texts without ids, so no branching from them
+  if (remote) rows.forEach((b) => { b.disabled = true; b.title = "an endpoint gives token texts, not ids: write it yourself to branch"; });
+  popup.replaceChildren(el("div", {}, `token ${JSON.stringify(token.text)} p=${p}` + (remote ? " · alternatives:" : " · branch from:")), ...rows);
   popup.hidden = false;
 }
 
