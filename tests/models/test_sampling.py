@@ -220,3 +220,23 @@ def test_prompts_sharing_a_template_sample_as_when_each_is_encoded_alone(tiny, m
     for a, b in zip(shared, one_by_one):
         assert [t.id for t in a.tokens] == [t.id for t in b.tokens]
         assert [t.logprob for t in a.tokens] == pytest.approx([t.logprob for t in b.tokens], abs=1e-4)
+
+
+def test_finished_rows_leave_the_batch_and_the_rest_sample_as_alone(tiny):
+    model, tok = tiny
+    prompts = ["The old lighthouse keeper", "Once upon a time", "In the beginning", "She said"] * 2
+    config = SampleConfig(max_new_tokens=24, temperature=1.0, seed=5, stop=["e"], alternatives=2)
+    widths = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda m, args, out: widths.append(out.shape[0]))
+    try:
+        together = sample(model, tok, prompts, config)
+    finally:
+        handle.remove()
+    lengths = sorted(len(c.tokens) for c in together)
+    assert lengths[0] < lengths[-1]  # rows did finish at different steps (a stop string, then the length)
+    decode_widths = widths[1:]  # after the prefill, one position per live row
+    assert decode_widths[-1] < len(prompts) and decode_widths == sorted(decode_widths, reverse=True)
+    for i, prompt in enumerate(prompts):  # each row's draw is its own: the same as sampled alone
+        alone = sample(model, tok, [prompt], config, seeds=[config.seed + i])[0]
+        assert alone.token_ids == together[i].token_ids and alone.text == together[i].text
+        assert [t.logprob for t in alone.tokens] == pytest.approx([t.logprob for t in together[i].tokens], abs=1e-5)

@@ -341,10 +341,11 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
     generated: list[list[int]] = [[] for _ in range(rows)]
     emitted = [""] * rows
     active = [True] * rows
+    live = list(range(rows))  # the rows still in the batch, in batch order
     longest_stop = max((len(s) for s in config.stop), default=0)
     for step in range(config.max_new_tokens):
         banned = sorted(stops if subset is None else stops_local) if step < config.min_new_tokens else ()
-        ids, raw_lp, sample_lp, raw, entropy = choose_tokens(logits, config, generators, banned)
+        ids, raw_lp, sample_lp, raw, entropy = choose_tokens(logits, config, [generators[r] for r in live], banned)
         entropies = entropy.tolist() if entropy is not None else None  # (B,)
         if config.alternatives:
             alt_lp, alt_ids = torch.topk(raw, min(config.alternatives, raw.shape[-1]), dim=-1)  # (B, A)
@@ -354,10 +355,10 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
         if subset is not None:
             ids = subset.to_global(ids)
         ids_list, raw_list, sample_list = ids.tolist(), raw_lp.tolist(), sample_lp.tolist()
-        for r in range(rows):
+        for b, r in enumerate(live):
             if not active[r]:
                 continue
-            token_id = ids_list[r]
+            token_id = ids_list[b]
             generated[r].append(token_id)
             finish, stop_hit = None, None
             if token_id in stops:
@@ -374,17 +375,27 @@ def stream(model, tokenizer, prompts: Sequence[str | Sequence[int]], config: Sam
             if finish is None and len(generated[r]) >= config.max_new_tokens:
                 finish = "length"
             alternatives = [Alternative(i, piece(i), lp)
-                            for lp, i in zip(alt_lp[r], alt_ids[r])] if config.alternatives else []
-            token = Token(token_id, text, raw_list[r], sample_list[r], alternatives,
-                          entropies[r] if config.entropy else None, last[r].clone() if config.hidden else None)
+                            for lp, i in zip(alt_lp[b], alt_ids[b])] if config.alternatives else []
+            token = Token(token_id, text, raw_list[b], sample_list[b], alternatives,
+                          entropies[b] if config.entropy else None, last[b].clone() if config.hidden else None)
             yield TokenEvent(r, len(generated[r]) - 1, token, finish, stop_hit)
             if finish:
                 active[r] = False
         if not any(active):
             return
-        # Finished rows keep being fed (a pad) so the batch stays rectangular; their outputs are ignored.
-        feed = torch.where(torch.tensor(active), ids, torch.full_like(ids, pad_id))[:, None].to(device)
-        mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
+        keep = [b for b, r in enumerate(live) if active[r]]
+        if len(live) - len(keep) >= max(1, len(live) // 4):
+            # A quarter of the batch has finished: drop those rows (cache, mask, positions) so
+            # the model stops computing them; each row keeps its own generator, so what it
+            # samples does not depend on which rows share its batch.
+            index = torch.tensor(keep, dtype=torch.long, device=device)
+            cache.batch_select_indices(index)
+            mask, next_pos, ids = mask[index], next_pos[index], ids[index.cpu()]
+            live = [live[b] for b in keep]
+        # Finished rows not yet dropped are fed a pad so the batch stays rectangular; their outputs are ignored.
+        still = torch.tensor([active[r] for r in live])
+        feed = torch.where(still, ids, torch.full_like(ids, pad_id))[:, None].to(device)
+        mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=device)], dim=1)
         with few_row_linears(model):  # one position per row: models/kernels
             hidden, cache = hidden_states(model, feed, mask, next_pos, cache=cache, use_cache=True)
         next_pos = next_pos + 1
