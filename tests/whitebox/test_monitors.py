@@ -349,7 +349,7 @@ def check_monitored_run(run, monitor, audited_steps):
 
 
 def test_dpo_ppo_and_reward_training_run_every_monitor(tmp_path):
-    from alignlab.data import PreferencePair, write_feedback
+    from alignlab.data import PreferencePair, Thumbs, write_feedback
     from alignlab.train.dpo import DPOConfig, train_dpo
     from alignlab.train.ppo import PPOConfig, train_ppo
     from alignlab.train.reward import RewardTrainConfig, train_reward
@@ -360,6 +360,14 @@ def test_dpo_ppo_and_reward_training_run_every_monitor(tmp_path):
     monitor = small_curvature()
     run = train_dpo(DPOConfig(data=str(pairs), model="tiny", max_steps=2, batch_size=4, kl_prompts=0), progress=False,
                     hooks=Hooks([monitor]))
+    check_monitored_run(run, monitor, [1, 2])
+
+    thumbs = tmp_path / "thumbs.jsonl"  # KTO recomputes its loss with the step's own reference point
+    write_feedback(thumbs, [Thumbs(f"Day {i}:", " lovely and warm." if i % 2 else " awful and cold.", bool(i % 2))
+                            for i in range(8)])
+    monitor = small_curvature()
+    run = train_dpo(DPOConfig(data=str(thumbs), model="tiny", loss="kto", max_steps=2, batch_size=4, kl_prompts=0),
+                    progress=False, hooks=Hooks([monitor]))
     check_monitored_run(run, monitor, [1, 2])
 
     monitor = small_curvature()

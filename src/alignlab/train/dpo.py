@@ -140,6 +140,25 @@ def pair_losses(scorer, ids: torch.Tensor, mask: torch.Tensor, target: torch.Ten
     return losses, pc, pr
 
 
+def kto_losses(scorer, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, part: list[int],
+               ref_first: torch.Tensor, ref_second: torch.Tensor, labels: torch.Tensor, config: DPOConfig,
+               z0: torch.Tensor | None = None, reduce=None):
+    """Per-example KTO losses (b,) of one micro-batch whose rows are the examples then their
+    mismatched pairs, with the policy's log-probs (b,) and the reference point z0: the policy's
+    KL from the reference on the mismatched pairs, detached and >= 0, averaged over processes by
+    ``reduce``; a given ``z0`` is used as it is (a monitor recomputing a step's loss)."""
+    b = len(part)
+    logps = scorer(ids[:b], mask[:b], target[:b]).sum(-1)  # (b,)
+    if z0 is None:
+        with torch.no_grad():
+            mis = scorer(ids[b:], mask[b:], target[b:]).sum(-1)
+        z0 = (mis - ref_second[part]).mean().clamp(min=0)
+        z0 = reduce(z0) if reduce is not None else z0
+    losses = kto_loss(logps, ref_first[part], labels[part], z0, config.beta, config.desirable_weight,
+                      config.undesirable_weight)
+    return losses, logps, z0
+
+
 def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = None) -> Run:
     """Optimise (or resume) a policy on preferences; returns the run. The policy is saved in it."""
     from accelerate import Accelerator
@@ -239,14 +258,8 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
                 ids, mask, target = batch_tensors([first[i] for i in part] + [second[i] for i in part], pad,
                                                   accelerator.device)
                 if kto:
-                    logps = module(ids[:len(part)], mask[:len(part)], target[:len(part)]).sum(-1)  # (b,)
-                    with torch.no_grad():
-                        mis = module(ids[len(part):], mask[len(part):], target[len(part):]).sum(-1)
-                    # z0: the policy's KL from the reference on mismatched pairs, detached, >= 0
-                    z0 = (mis - ref_second[part]).mean().clamp(min=0)
-                    z0 = accelerator.reduce(z0.reshape(1), "mean")[0]
-                    losses = kto_loss(logps, ref_first[part], labels[part], z0, config.beta,
-                                      config.desirable_weight, config.undesirable_weight)
+                    losses, logps, z0 = kto_losses(module, ids, mask, target, part, ref_first, ref_second, labels,
+                                                   config, reduce=lambda z: accelerator.reduce(z.reshape(1), "mean")[0])
                     stats = _kto_stats(logps, ref_first[part], labels[part], config.beta, z0)
                 else:
                     losses, pc, pr = pair_losses(module, ids, mask, target, part, ref_first, ref_second, loss_fn, config)
@@ -256,10 +269,15 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
                 accelerator.backward(loss)
             for k, v in {"loss": float(loss.detach()) / world, **stats}.items():
                 sums[k] = sums.get(k, 0.0) + v * (1.0 if k == "loss" else len(part) / local)
-        ctx = StepContext(step + 1, model, torch.tensor(sums["loss"]), optimizer, trainable,
-                          loss_fn=None if kto else lambda ids=ids, mask=mask, target=target, part=part:
-                          pair_losses(plain, ids, mask, target, part, ref_first, ref_second, loss_fn,
-                                      config)[0].sum() / config.batch_size * world)
+        if kto:  # the step's last micro-batch, with the reference point z0 it trained with
+            def recompute(ids=ids, mask=mask, target=target, part=part, z0=z0):
+                return kto_losses(plain, ids, mask, target, part, ref_first, ref_second, labels, config,
+                                  z0=z0)[0].sum() / config.batch_size * world
+        else:
+            def recompute(ids=ids, mask=mask, target=target, part=part):
+                return pair_losses(plain, ids, mask, target, part, ref_first, ref_second, loss_fn,
+                                   config)[0].sum() / config.batch_size * world
+        ctx = StepContext(step + 1, model, torch.tensor(sums["loss"]), optimizer, trainable, loss_fn=recompute)
         optimizer_step(ctx, scheduler, config.max_grad_norm, hooks)
         metrics = {k: float(accelerator.reduce(torch.tensor([v], device=accelerator.device), "sum" if k == "loss" else "mean"))
                    for k, v in sums.items()}
