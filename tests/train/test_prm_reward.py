@@ -21,7 +21,7 @@ from alignlab.train.grpo import GRPOConfig, loss as grpo_loss, step_advantages, 
 from alignlab.train.online import step_token_positions
 from alignlab.train.ppo import PPOConfig, dense_step_rewards, train_ppo
 from alignlab.train.prm import PRMTrainConfig, StepScores, aggregate, load_prm, step_ends, step_increments, train_prm
-from alignlab.train.reward_cli import resolve_reward_model
+from alignlab.train.reward_model import resolve_reward_model
 from alignlab.train.reward_fn import load_reward, load_step_reward
 from tests.train.test_prm import planted
 

@@ -407,3 +407,35 @@ def test_a_gradient_zero_on_every_training_step_is_flagged_and_lora_at_init_is_n
     result = audit(model, loss_fn(model), sensitivity_of=["a", "b"])
     assert result.flags == [], result.flags
     assert any(f.check == "zero-gradient" and f.where == "a" for f in result.findings)
+
+
+def test_a_resumed_run_s_monitors_go_on_from_where_it_stopped(tmp_path):
+    from alignlab.data import PreferencePair, write_feedback
+    from alignlab.train.dpo import DPOConfig, train_dpo
+
+    pairs = tmp_path / "pairs.jsonl"
+    write_feedback(pairs, [PreferencePair(f"Describe day {i}:", " It was lovely and warm.", " It was awful and cold.")
+                           for i in range(8)])
+    common = dict(data=str(pairs), model="tiny", max_steps=5, batch_size=4, kl_prompts=0, checkpoint_every=1,
+                  max_grad_norm=1e-3)  # every step clips
+    settings = MonitorSettings(("audit", "clip"), every=2, max_grad_norm=1e-3, sensitivity=1)
+    whole_monitor = WhiteboxMonitor(settings)
+    whole = train_dpo(DPOConfig(**common), progress=False, hooks=Hooks([whole_monitor]))
+    part = train_dpo(DPOConfig(**common, stop_after=3), progress=False, hooks=Hooks([WhiteboxMonitor(settings)]))
+    stopped = json.loads((part.path / "monitors" / "state.json").read_text())
+    assert stopped["presence"]["steps"] == 3 and [r["step"] for r in stopped["clip"]["records"]] == [1, 2, 3]
+    resumed_monitor = WhiteboxMonitor(settings)
+    train_dpo(DPOConfig(resume=part.id), progress=False, hooks=Hooks([resumed_monitor]))
+    # the resumed monitors hold the whole run, as the uninterrupted one's do
+    assert [a["step"] for a in resumed_monitor.audits] == [a["step"] for a in whole_monitor.audits] == [1, 2, 4]
+    assert [r["step"] for r in resumed_monitor.clip.records] == [1, 2, 3, 4, 5]
+    assert [r.step for r in resumed_monitor.clip.window] == [1, 2, 3, 4, 5]
+    assert resumed_monitor.presence.steps == whole_monitor.presence.steps == 5
+    assert resumed_monitor.presence.missing == whole_monitor.presence.missing
+    for a, b in zip(resumed_monitor.clip.records, whole_monitor.clip.records):
+        assert a["clipped"] == b["clipped"] and a["global_norm"] == pytest.approx(b["global_norm"], rel=1e-4)
+    saved = [json.loads(line)["step"] for line in (part.path / "monitors" / "clip.jsonl").read_text().splitlines()]
+    assert saved == [1, 2, 3, 4, 5]  # the files written at the end hold the whole run too
+    assert {(f["check"], f["where"], f["since"]) for f in json.loads(
+        (part.path / "monitors" / "flags.json").read_text())["flags"]} == {
+        (f.check, f.where, f.since) for f in whole_monitor.book.sorted()}

@@ -369,3 +369,38 @@ def test_cli_task_vector_make_negate_add_analogy_apply(runs, capsys, tiny):
     assert code == 1 and "three files, A B C" in err
     code, _, err = cli(["surgery", "task-vector", "apply", "--pretrained", "tiny", "--vectors", str(tau)], capsys)
     assert code == 1 and "--coefficient C or --choose-on FILE" in err
+
+
+def test_cli_task_vector_apply_chooses_the_coefficient_by_mean_reward(runs, capsys, tiny):
+    import json
+
+    from alignlab.models import SampleConfig, sample
+    from alignlab.models.loading import tiny_model
+    from tests.train.rewards_for_tests import vowel_share
+
+    tmp, _ = runs
+    finetuned, tokenizer = tiny_model(seed=1)
+    finetuned.save_pretrained(str(tmp / "ft"))
+    tokenizer.save_pretrained(str(tmp / "ft"))
+    tau_path = tmp / "tau.safetensors"
+    assert cli(["surgery", "task-vector", "make", "--pretrained", "tiny", "--finetuned", str(tmp / "ft"),
+                "--out", str(tau_path)], capsys)[0] == 0
+    prompts = ["Tell me about the sea.", "Describe a morning.", "What is a lighthouse?"]
+    (tmp / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    code, out, err = cli(["surgery", "task-vector", "apply", "--pretrained", "tiny", "--vectors", str(tau_path),
+                          "--choose-on", str(tmp / "prompts.jsonl"), "--coefficients", "-1", "0", "1", "2",
+                          "--reward", "tests.train.rewards_for_tests:vowel_share", "--max-new-tokens", "8"], capsys)
+    assert code == 0, err
+    summary = json.loads((list_runs(tmp / "runs")[-1].path / "summary.json").read_text())
+    assert summary["metric"] == "mean reward" and summary["higher_is_better"] is True
+    tau, _ = S.load_task_vector(tau_path)
+    for row in summary["table"]:  # each value is the mean reward of greedy completions of the edited model
+        model, tok = tiny_model(seed=0)
+        S.apply_task_vector(model, tau, row["coefficient"])
+        done = sample(model, tok, prompts, SampleConfig(max_new_tokens=8, temperature=0.0))
+        want = sum(vowel_share(p, c.text) for p, c in zip(prompts, done)) / len(prompts)
+        assert row["value"] == pytest.approx(want, abs=1e-6), row
+    values = {r["coefficient"]: r["value"] for r in summary["table"]}
+    assert summary["best"] == max(values, key=values.get) and summary["coefficient"] == summary["best"]
+    assert len(set(values.values())) > 1  # the coefficient changed what the model wrote
+    assert "mean reward" in out

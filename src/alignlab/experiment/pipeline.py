@@ -290,8 +290,7 @@ def stage_reward(exp: Experiment) -> dict:
     proxy by it). The final proxy also scores every test sample once (best-of-n selects on those)."""
     from alignlab.pressure.stats import clustered_accuracy
     from alignlab.train.reward import RewardTrainConfig, train_reward
-    from alignlab.train.reward_cli import resolve_reward_model
-    from alignlab.train.reward_model import load_reward_model
+    from alignlab.train.reward_model import load_reward_model, resolve_reward_model
 
     p = exp.profile
     pairs = read_jsonl(exp.file("comparisons.jsonl"))

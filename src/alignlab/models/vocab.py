@@ -24,6 +24,7 @@ from collections.abc import Iterable
 
 import torch
 
+from alignlab.models.processes import distributed
 from alignlab.models.tokens import eos_ids
 
 ATTRIBUTE = "alignlab_vocabulary"
@@ -71,8 +72,6 @@ class VocabularySubset:
         if weight.requires_grad and torch.is_grad_enabled():
             # Read as an embedding lookup: the same rows, with a row-sparse gradient where that is
             # safe (one process), instead of a dense 262k-row one (train/loop.py's AdamW takes it).
-            from alignlab.train.loop import distributed
-
             return torch.nn.functional.embedding(self.ids.to(weight.device), weight, sparse=not distributed())
         # A slice made under inference mode cannot enter autograd later (a frozen LoRA base does):
         # one cached slice per mode.

@@ -1,5 +1,6 @@
-"""Small worlds that make a claim testable, standing alone (nothing here imports the rest of alignlab
-except the run folder and file helpers).
+"""Small worlds that make a claim testable, standing nearly alone: the library code imports only
+the run folder and file helpers of alignlab, and `hills_monitors.py` the white-box curvature
+(whitebox/curvature.py); the command modules import `alignlab.cli` as every command does.
 
 - hills.py: tessellating hills (DaemonicSigil 2020), do "demons" form in noisy constant-step
   descent? The loss, its closed-form gradient, the batched optimizer and its measurements.

@@ -239,6 +239,8 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
         ledger = extra.get("ledger", [])
         if accelerator.is_main_process:
             truncate_metrics(run.path, start)
+        if hooks is not None:
+            hooks.resume(run)
 
     # 3. the loop
     local = config.batch_size // world

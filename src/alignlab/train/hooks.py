@@ -11,7 +11,8 @@ trainable named parameters, the step's gradient-norm record and ``loss_fn``, a c
 recomputes the loss of the step's last micro-batch with its graph (for monitors that need
 derivatives of their own). A hook may add metrics to ``ctx.metrics``; the loop logs them with
 its own. When the loop ends (or stops to be resumed), the main process calls
-``hooks.finish(run)`` so hooks can write into the run folder.
+``hooks.finish(run)`` so hooks can write into the run folder; a run resumed from a checkpoint
+calls ``hooks.resume(run)`` before its first step, so hooks can pick up what they kept there.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class Hooks:
         for hook in self.hooks:
             if hasattr(hook, "after_step"):
                 hook.after_step(ctx)
+
+    def resume(self, run) -> None:
+        for hook in self.hooks:
+            if hasattr(hook, "resume"):
+                hook.resume(run)
 
     def finish(self, run) -> None:
         for hook in self.hooks:

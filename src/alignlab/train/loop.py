@@ -17,6 +17,7 @@ import torch
 
 from alignlab.errors import NonFiniteError
 from alignlab.fileio import atomic_write_text, read_jsonl
+from alignlab.models.processes import distributed
 from alignlab.runs import Run, find_run
 from alignlab.train.hooks import Hooks, StepContext
 
@@ -163,12 +164,6 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
-
-
-def distributed() -> bool:
-    """Whether this process is one of several (torch.distributed initialised with world size > 1)."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized() \
-        and torch.distributed.get_world_size() > 1
 
 
 NORM_BLOCK = 4096

@@ -213,6 +213,8 @@ def train_online(config, method: GroupMethod, progress: bool = True, hooks: Hook
         ledger = extra.get("ledger", [])
         if accelerator.is_main_process:
             truncate_metrics(run.path, start)
+        if hooks is not None:
+            hooks.resume(run)
 
     local_prompts = config.prompts_per_iteration // world
     stop_at = min(config.iterations, start + config.stop_after) if config.stop_after else config.iterations

@@ -254,6 +254,8 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
         kl_ctl.value, ledger = extra["kl_coef"], extra.get("ledger", [])
         if accelerator.is_main_process:
             truncate_metrics(run.path, start)
+        if hooks is not None:
+            hooks.resume(run)
 
     local = config.rollout_batch // world
     local_mb = config.minibatch_size // world
@@ -434,8 +436,7 @@ def _check(config: PPOConfig) -> None:
 
 def _value_from_reward_model(module: PolicyAndValue, spec: str) -> None:
     """Start the value head from the reward model's head (the reward model must share the backbone size)."""
-    from alignlab.train.reward_cli import resolve_reward_model
-    from alignlab.train.reward_model import load_reward_model
+    from alignlab.train.reward_model import load_reward_model, resolve_reward_model
 
     rm = load_reward_model(resolve_reward_model(spec))
     if rm.head.in_features != module.value_head.in_features:

@@ -404,6 +404,8 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
         if accelerator.is_main_process:
             truncate_metrics(run.path, start)
             print(f"alignlab reward: resuming run {run.id} from step {start} of {total}", file=sys.stderr)
+        if hooks is not None:
+            hooks.resume(run)
 
     # 5. the loop
     local = config.batch_size // world

@@ -44,43 +44,12 @@ class RewardEvalConfig:
     """Print the results as one JSON object."""
 
 
-def resolve_reward_model(ref: Path | str | None) -> Path:
-    """A reward model folder from a path or a reward run id."""
-    if ref is None:
-        raise ValueError("give --model: a saved reward model folder or a reward run id")
-    path = Path(ref)
-    if (path / "reward_config.json").exists():
-        return path
-    if (path / "model" / "reward_config.json").exists():
-        return path / "model"
-    _refuse_process_model(path, ref)
-    from alignlab.runs import find_run
-
-    try:
-        run = find_run(str(ref))
-    except LookupError:
-        raise FileNotFoundError(f"{ref} is neither a reward model folder (with reward_config.json) nor a run id") from None
-    if (run.path / "model" / "reward_config.json").exists():
-        return run.path / "model"
-    _refuse_process_model(run.path, ref)
-    raise FileNotFoundError(f"run {run.id} has no saved reward model (is it finished? `alignlab runs show {run.id}`)")
-
-
-def _refuse_process_model(path: Path, ref) -> None:
-    """A process reward model scores steps, not (prompt, response) pairs as a reward model's head
-    does: where only an outcome reward model can go, say so instead of 'not found'."""
-    if (path / "prm_config.json").exists() or (path / "model" / "prm_config.json").exists():
-        raise ValueError(f"{ref} is a process reward model (`prm train`), and only an outcome reward model "
-                         "(`reward train`) can go here; a process model is a --reward of bon, rloo, grpo and ppo, "
-                         "and `alignlab prm eval` / `prm score` evaluate it")
-
-
 def run_eval(config: RewardEvalConfig) -> int:
     from alignlab.data.formats import read_feedback
     from alignlab.feedback.choices import to_choices
     from alignlab.runs import Run
     from alignlab.train.reward_eval import evaluate_reward_model, format_eval, plot_reliability
-    from alignlab.train.reward_model import load_reward_model
+    from alignlab.train.reward_model import load_reward_model, resolve_reward_model
 
     folder = resolve_reward_model(config.model)
     files = [Path(f.strip()) for f in config.data.split(",") if f.strip()]
@@ -122,7 +91,7 @@ class RewardScoreConfig:
 
 def run_score(config: RewardScoreConfig) -> int:
     from alignlab.fileio import read_jsonl
-    from alignlab.train.reward_model import load_reward_model
+    from alignlab.train.reward_model import load_reward_model, resolve_reward_model
 
     if config.file is not None:
         if not config.file.exists():

@@ -89,7 +89,7 @@ def load_reward(spec: str, batch_size: int = 8, aggregate: str | None = None) ->
     A callable object with a ``score(prompts, responses) -> list[float]`` method is scored in
     batches through it (the gold judge is one). ``aggregate`` overrides a process reward model's
     own (min, product, last, mean); it means nothing for any other reward."""
-    from alignlab.train.reward_cli import resolve_reward_model
+    from alignlab.train.reward_model import resolve_reward_model
 
     if process_model_folder(spec) is not None:
         steps, described = load_step_reward(spec, aggregate)

@@ -326,3 +326,34 @@ def load_reward_model(folder: str | Path, dtype: str | None = None) -> RewardMod
     rm.reference = float(config.get("reference", 0.0))
     rm.config = config
     return rm.eval()
+
+
+def resolve_reward_model(ref: Path | str | None) -> Path:
+    """A reward model folder from a path or a reward run id."""
+    if ref is None:
+        raise ValueError("give --model: a saved reward model folder or a reward run id")
+    path = Path(ref)
+    if (path / "reward_config.json").exists():
+        return path
+    if (path / "model" / "reward_config.json").exists():
+        return path / "model"
+    _refuse_process_model(path, ref)
+    from alignlab.runs import find_run
+
+    try:
+        run = find_run(str(ref))
+    except LookupError:
+        raise FileNotFoundError(f"{ref} is neither a reward model folder (with reward_config.json) nor a run id") from None
+    if (run.path / "model" / "reward_config.json").exists():
+        return run.path / "model"
+    _refuse_process_model(run.path, ref)
+    raise FileNotFoundError(f"run {run.id} has no saved reward model (is it finished? `alignlab runs show {run.id}`)")
+
+
+def _refuse_process_model(path: Path, ref) -> None:
+    """A process reward model scores steps, not (prompt, response) pairs as a reward model's head
+    does: where only an outcome reward model can go, say so instead of 'not found'."""
+    if (path / "prm_config.json").exists() or (path / "model" / "prm_config.json").exists():
+        raise ValueError(f"{ref} is a process reward model (`prm train`), and only an outcome reward model "
+                         "(`reward train`) can go here; a process model is a --reward of bon, rloo, grpo and ppo, "
+                         "and `alignlab prm eval` / `prm score` evaluate it")

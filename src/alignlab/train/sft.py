@@ -97,6 +97,8 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
         ledger = extra.get("ledger", [])
         if accelerator.is_main_process:
             truncate_metrics(run.path, start)
+        if hooks is not None:
+            hooks.resume(run)
 
     # 2. the loop
     local = config.batch_size // world

@@ -20,7 +20,11 @@ trains exactly as it would unmonitored (tested).
 
 At the end of the run (or when it stops to be resumed) the monitors write, under the run
 folder's ``monitors/``: flags.json, report.md (the red flags first), clip.jsonl, audit.json,
-curvature.jsonl, and the plots clip_shares.png, curvature.png and spectrum.png.
+curvature.jsonl, and the plots clip_shares.png, curvature.png and spectrum.png; and state.json,
+everything they have counted, so a resumed run's monitors go on from it (flags keep the step
+they were first seen, the zero-gradient counts and the clipping window carry on, records
+continue). A session killed before it stopped leaves no state: its steps are missing from the
+records, never counted twice.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ import torch
 
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.whitebox.audit import Finding, GradientPresence, audit
-from alignlab.whitebox.clipping import ClipAttribution
+from alignlab.whitebox.clipping import ClipAttribution, ClipRecord
 
 MONITORS = ("audit", "clip", "curvature")
+STATE = "state.json"
 
 
 @dataclass
@@ -123,6 +128,7 @@ class WhiteboxMonitor:
         self.spectrum: dict | None = None
         self._last = None
         self._scanned = False
+        self._pending_clip: dict | None = None
 
     # -- the hook protocol --------------------------------------------------------------------
 
@@ -131,6 +137,7 @@ class WhiteboxMonitor:
         if "clip" in self.on:
             if self.clip is None:
                 self.clip = ClipAttribution(ctx.parameters, self.settings.max_grad_norm, self.settings.window)
+                self._restore_clip()
             ctx.metrics.update(self.clip.observe(ctx.step, ctx.parameters, ctx.grad_norm, ctx.clipped,
                                                  keep_weights=due and _adam(ctx.optimizer)))
             for finding, since in self.clip.findings():
@@ -151,15 +158,63 @@ class WhiteboxMonitor:
         if self.clip is not None:
             ctx.metrics.update(self.clip.after_step(ctx.parameters))
 
+    def resume(self, run) -> None:
+        """Go on from what the monitors kept when this run last stopped (nothing kept: start afresh)."""
+        path = Path(run.path) / "monitors" / STATE
+        if path.exists():
+            self.load_state(json.loads(path.read_text(encoding="utf-8")))
+
     def finish(self, run) -> list[Flag]:
         """Write the monitors' files into the run folder; print the red flags to stderr."""
+        from alignlab.fileio import atomic_write_json
+
         if "curvature" in self.on and self._last is not None and self.settings.spectrum_steps > 0:
             self.spectrum = _spectrum(*self._last, self.settings.spectrum_steps)
         folder = Path(run.path) / "monitors"
         flags = write_monitor_files(folder, self)
+        atomic_write_json(folder / STATE, self.state())
         for flag in flags:
             print(f"RED FLAG [{flag.check}] {flag.where}: {flag.what} (since step {flag.since})", file=sys.stderr)
         return flags
+
+    # -- what carries over a resume -------------------------------------------------------------
+
+    def state(self) -> dict:
+        """Everything the monitors have counted, as JSON."""
+        clip = self._pending_clip
+        if self.clip is not None:
+            clip = {"records": self.clip.records, "window": [asdict(r) for r in self.clip.window],
+                    "first_flagged": [[c, w, step] for (c, w), step in self.clip.first_flagged.items()]}
+        return {"monitors": sorted(self.on), "scanned": self._scanned,
+                "flags": [asdict(f) for f in self.book.flags.values()],
+                "known": [asdict(f) for f in self.book.known.values()],
+                "presence": {"steps": self.presence.steps, "missing": self.presence.missing},
+                "audits": self.audits, "curvature": self.curvature, "clip": clip}
+
+    def load_state(self, state: dict) -> None:
+        """Go on from ``state`` (what ``state()`` returned when the run stopped)."""
+        self._scanned = bool(state.get("scanned", False))
+        for f in state.get("flags", []):
+            flag = Flag(**f)
+            self.book.flags[(flag.check, flag.where)] = flag
+        for f in state.get("known", []):
+            finding = Finding(**f)
+            self.book.known[(finding.check, finding.where)] = finding
+        presence = state.get("presence") or {}
+        self.presence.steps = int(presence.get("steps", 0))
+        self.presence.missing = {k: int(v) for k, v in (presence.get("missing") or {}).items()}
+        self.audits = list(state.get("audits", [])) + self.audits
+        self.curvature = list(state.get("curvature", [])) + self.curvature
+        self._pending_clip = state.get("clip")  # applied when the clipping monitor sees its parameters
+
+    def _restore_clip(self) -> None:
+        kept, self._pending_clip = self._pending_clip, None
+        if kept is None or self.clip is None:
+            return
+        self.clip.records[:0] = kept["records"]
+        for record in kept["window"]:
+            self.clip.window.append(ClipRecord(**record))
+        self.clip.first_flagged.update({(c, w): step for c, w, step in kept["first_flagged"]})
 
     # -- the checks ---------------------------------------------------------------------------
 
