@@ -25,6 +25,8 @@ class ModelChoice:
     """'gemma-3-270m' (embedded), 'tiny' (random test model) or a local Hugging Face model folder."""
     dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     """Weights and compute precision; bfloat16 sampled ~1.7x faster than float32 on the embedded model on an AVX512-BF16 CPU but ~5x slower on an AVX2-only one; 'auto' picks bfloat16 only where it runs natively."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N."""
 
 
 # -- generate ----------------------------------------------------------------------------------
@@ -70,6 +72,7 @@ def _sample_config(config: SampleConfig) -> SampleConfig:
 def run_generate(config: GenerateConfig, loaded=None) -> int:
     """Sample, print (shaded text or JSON lines) and save a run; ``loaded`` reuses a loaded model."""
     from alignlab.models import load_model, sample
+    from alignlab.models.processes import resolve_device
     from alignlab.report.terminal import legend, print_completion, use_color
     from alignlab.runs import Run
 
@@ -80,6 +83,7 @@ def run_generate(config: GenerateConfig, loaded=None) -> int:
     sampling.check()
     started = time.time()
     model, tokenizer = loaded or load_model(config.model, dtype=config.dtype)
+    model.to(resolve_device(config.device))
     loading = time.time() - started
     started = time.time()
     ready_for_decoding()  # a first use compiles the decoding kernel: not part of the tokens' rate
@@ -172,10 +176,12 @@ def _score_rows(config: ScoreConfig) -> list[tuple[str, str]]:
 
 def run_score(config: ScoreConfig) -> int:
     from alignlab.models import load_model, score
+    from alignlab.models.processes import resolve_device
     from alignlab.runs import Run
 
     rows = _score_rows(config)
     model, tokenizer = load_model(config.model, dtype=config.dtype)
+    model.to(resolve_device(config.device))
     with Run.create("score", config) as run:
         scored = score(model, tokenizer, [p for p, _ in rows], [c for _, c in rows],
                        batch_size=config.batch_size, progress=sys.stderr.isatty())

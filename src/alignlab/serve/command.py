@@ -22,6 +22,8 @@ class ServeConfig:
     """The most tokens a request may use (prompt and completion; the model's own window permitting)."""
     dtype: str = "float32"
     """Weights' dtype: float32, bfloat16 or float16."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N."""
     api_key_env: str = ""
     """An environment variable holding a key every request must send (Authorization: Bearer KEY); default: none needed."""
 
@@ -31,6 +33,7 @@ def run(config: ServeConfig) -> int:
 
     import uvicorn
 
+    from alignlab.models.processes import resolve_device
     from alignlab.serve.app import Served, create_app
     from alignlab.train.policy import load_policy
 
@@ -43,7 +46,7 @@ def run(config: ServeConfig) -> int:
     if config.context_tokens < 2:
         raise ValueError(f"--context-tokens is {config.context_tokens}; give at least 2")
     model, tokenizer = load_policy(config.model, dtype=config.dtype)
-    model.eval()
+    model.to(resolve_device(config.device)).eval()
     limit = getattr(model.config, "max_position_embeddings", None) or config.context_tokens
     served = Served(config.name or config.model, model, tokenizer, min(int(limit), config.context_tokens))
     print(f"serving {served.name} at http://{config.host}:{config.port}/v1 (completions; {served.window} tokens a "

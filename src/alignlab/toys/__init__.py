@@ -4,7 +4,10 @@ the run folder and file helpers of alignlab, and `hills_monitors.py` the white-b
 
 - hills.py: tessellating hills (DaemonicSigil 2020), do "demons" form in noisy constant-step
   descent? The loss, its closed-form gradient, the batched optimizer and its measurements.
-- plots.py: the pictures of a hills run; command.py: `alignlab toys hills`.
+- plots.py: the pictures of a hills run; hills_report.py: its summaries and tables.
+- shutdown.py, drest.py: the shutdown problem and DReST agents; shutdown_plots.py,
+  shutdown_report.py: their pictures, summaries and report.
+- command.py: `alignlab toys hills` and `alignlab toys shutdown` (options, then the calls above).
 
     from alignlab.toys import simulate
     history = simulate(dim=16, eps=[0.0025], steps=5000, lr=0.2, seeds=[0, 1, 2, 3], record_every=50)

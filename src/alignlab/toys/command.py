@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from alignlab.cli import Command
 
@@ -59,6 +59,7 @@ def run_hills(config: HillsConfig) -> int:
 
     from alignlab.fileio import atomic_write_json
     from alignlab.runs import Run
+    from alignlab.toys import hills_report as H
     from alignlab.toys.hills import METRICS, make_landscape, simulate
     from alignlab.toys.hills_monitors import lead_summary, monitor_records
     from alignlab.toys.plots import plot_coordinates, plot_metrics, plot_monitors
@@ -105,7 +106,7 @@ def run_hills(config: HillsConfig) -> int:
                             stats[f"{name}_std"] = v.std().item() if len(seeds) > 1 else 0.0
                         run.log_metrics(step, dim=dim, eps=value, **stats)
                 for e, value in enumerate(eps):
-                    row = _setting_summary(history, dim, e, value, seeds, seconds, config.demons)
+                    row = H.setting_summary(history, dim, e, value, seeds, seconds, config.demons)
                     if records:
                         row["monitors"] = lead_summary(history, records, e)
                     rows.append(row)
@@ -125,98 +126,13 @@ def run_hills(config: HillsConfig) -> int:
                     if path.name == "summary.json" or path.suffix in (".png", ".npz"):
                         shutil.copyfile(path, config.out / path.name)
             run.finish(**{f"x0_n{r['dim']}_eps{r['eps']:g}": r["x0_final"]["mean"] for r in rows})
-        print(hills_table(rows))
+        print(H.hills_table(rows))
         if monitored:
-            print("\n" + monitor_table(rows))
+            print("\n" + H.monitor_table(rows))
         print(f"run {run.id} saved to {run.path}", file=sys.stderr)
         return 0
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _stats(values) -> dict[str, float]:
-    """Mean, sample standard deviation, min and max over seeds of a (S,) tensor."""
-    return {"mean": values.mean().item(), "std": values.std().item() if len(values) > 1 else 0.0,
-            "min": values.min().item(), "max": values.max().item()}
-
-
-def _x0_speed(history, e: int, lo: float, hi: float):
-    """Mean x0 gain per step between fractions lo and hi of the run, per seed (S,), from the records."""
-    import torch
-
-    steps = torch.tensor([0] + history.steps, dtype=torch.float64)
-    x0 = torch.cat([torch.zeros(1, history.x0.shape[1], dtype=torch.float64), history.x0[:, :, e]])  # (R+1, S)
-    a = min(int((steps - lo * steps[-1]).abs().argmin()), len(steps) - 2)
-    b = max(int((steps - hi * steps[-1]).abs().argmin()), a + 1)
-    return (x0[b] - x0[a]) / (steps[b] - steps[a])
-
-
-def _setting_summary(history, dim: int, e: int, eps: float, seeds: list[int], seconds: float,
-                     top: int) -> dict[str, Any]:
-    """What summary.json and the table say about one (dimension, eps) setting."""
-    from alignlab.toys.hills import demons
-
-    idx, val = demons(history.x[:, e, :], top)                      # (S, top) each
-    early, late = _x0_speed(history, e, 0.0, 0.1), _x0_speed(history, e, 0.9, 1.0)
-    return {
-        "dim": dim, "eps": eps, "seeds": seeds, "seconds": round(seconds, 2),
-        "x0_final": _stats(history.x0[-1, :, e]),
-        "x0_by_seed": [round(v, 3) for v in history.x0[-1, :, e].tolist()],
-        "x0_per_step_first_10pct": _stats(early),
-        "x0_per_step_last_10pct": _stats(late),
-        "step_share_last": _stats(history.step_share[-1, :, e]),
-        "participation_final": _stats(history.participation[-1, :, e]),
-        "max_abs_final": _stats(history.max_abs[-1, :, e]),
-        "splotch_share_final": _stats(history.splotch_share[-1, :, e]),
-        "x0_at": {str(step): round(history.x0[r, :, e].mean().item(), 3) for r, step in enumerate(history.steps)
-                  if step % max(1, history.steps[-1] // 10) == 0 or step == history.steps[-1]},
-        "demons": [{"seed": s, "j": idx[i].tolist(), "x_j": [round(v, 3) for v in val[i].tolist()]}
-                   for i, s in enumerate(seeds)],
-    }
-
-
-def hills_table(rows: list[dict[str, Any]]) -> str:
-    """The printed table: one line per setting, means over seeds (± standard deviation)."""
-    head = (f"{'n':>5} {'eps':>7} {'seeds':>5} {'x0 end':>16} {'x0/step':>7} {'x0/step':>7} {'share':>6} "
-            f"{'PR':>7} {'max|x_j|':>9} {'splotch':>7} {'time':>7}")
-    sub = (f"{'':>5} {'':>7} {'':>5} {'mean ± sd':>16} {'1st 10%':>7} {'last10%':>7} {'on x0':>6} "
-           f"{'end':>7} {'end':>9} {'share':>7} {'s':>7}")
-    lines = [head, sub]
-    for r in rows:
-        x0 = r["x0_final"]
-        lines.append(f"{r['dim']:>5} {r['eps']:>7g} {len(r['seeds']):>5} "
-                     f"{x0['mean']:>8.1f} ± {x0['std']:<5.1f} "
-                     f"{r['x0_per_step_first_10pct']['mean']:>7.3f} {r['x0_per_step_last_10pct']['mean']:>7.3f} "
-                     f"{r['step_share_last']['mean']:>6.2f} {r['participation_final']['mean']:>7.1f} "
-                     f"{r['max_abs_final']['mean']:>9.2f} {r['splotch_share_final']['mean']:>7.2f} "
-                     f"{r['seconds']:>7.1f}")
-    lines.append("x0/step: mean x0 gain per step (at most lr); share on x0: -g0/||g|| over the last "
-                 "records; PR: participation ratio of x1..xn; seconds per dimension (all its eps together)")
-    return "\n".join(lines)
-
-
-def monitor_table(rows: list[dict[str, Any]]) -> str:
-    """Per setting: when x0 stalled, and for each monitor how many seeds it warned before that and by how much."""
-    from alignlab.toys.hills_monitors import RULES
-
-    names = list(RULES)
-    lines = [f"{'n':>5} {'eps':>7} {'stall':>7} " + " ".join(f"{n:>22}" for n in names),
-             f"{'':>5} {'':>7} {'median':>7} " + " ".join(f"{'warned  median lead':>22}" for _ in names)]
-    for r in rows:
-        m = r.get("monitors")
-        if not m:
-            continue
-        stalls = [v for v in m["stall"] if v is not None]
-        stall = f"{sorted(stalls)[len(stalls) // 2]}" if stalls else "none"
-        cells = []
-        for n in names:
-            lead = m["lead"][n]
-            median = "-" if lead["median_lead"] is None else f"{lead['median_lead']:+.0f}"
-            cells.append(f"{lead['warned_before_stall']}/{len(m['stall']):<3} {median:>12}")
-        lines.append(f"{r['dim']:>5} {r['eps']:>7g} {stall:>7} " + " ".join(f"{c:>22}" for c in cells))
-    lines.append("stall: first record where x0's speed < half its early speed; warned: seeds whose alarm came "
-                 "before their stall; lead: stall step - alarm step (toys/hills_monitors.py has the rules)")
-    return "\n".join(lines)
 
 
 TOYS_HILLS = Command("toys hills", "tessellating-hills demons", HillsConfig, run_hills,
@@ -278,6 +194,7 @@ def run_shutdown(config: ShutdownConfig) -> int:
     from alignlab.fileio import atomic_write_json, atomic_write_text
     from alignlab.runs import Run
     from alignlab.toys import drest, shutdown
+    from alignlab.toys import shutdown_report as D
     from alignlab.toys.shutdown_plots import plot_by_minis, plot_problems, plot_training
 
     for name in ("episodes", "batch", "seeds", "records"):
@@ -323,7 +240,7 @@ def run_shutdown(config: ShutdownConfig) -> int:
                         stats[f"{name}_mean"] = float(values[r].mean())
                         stats[f"{name}_std"] = float(values[r].std(ddof=1)) if len(seeds) > 1 else 0.0
                     run.log_metrics(seen, agent=label, reward=reward, credit=credit, minis=n, **stats)
-                settings.append(_agent_summary(history, label, reward, credit, n, seeds,
+                settings.append(D.agent_summary(history, label, reward, credit, n, seeds,
                                                time.perf_counter() - t0))
                 s = settings[-1]
                 bar.write(f"{label:<28} neutrality {s['neutrality']['mean']:.3f}  usefulness "
@@ -338,7 +255,7 @@ def run_shutdown(config: ShutdownConfig) -> int:
             "agents": settings, "theory": theory, "seeds": seeds, "seconds": round(seconds, 1),
         }
         atomic_write_json(run.path / "summary.json", summary)
-        atomic_write_text(run.path / "report.md", shutdown_report(summary, config))
+        atomic_write_text(run.path / "report.md", D.shutdown_report(summary, config))
         plot_problems(rows, sweep, run.path / "shutdown_problems.png")
         plot_training(trainings, run.path / "drest_training.png")
         plot_by_minis([s for s in settings if s["reward"] == "drest"], theory, settings[0],
@@ -352,70 +269,9 @@ def run_shutdown(config: ShutdownConfig) -> int:
                       for s in settings})
     print(shutdown.problems_markdown(rows))
     print()
-    print(agents_table(settings))
+    print(D.agents_table(settings))
     print(f"run {run.id} saved to {run.path} ({seconds:.0f} s of training)", file=sys.stderr)
     return 0
-
-
-def _agent_summary(history, label: str, reward: str, credit: str, minis: int, seeds: list[int],
-                   seconds: float) -> dict[str, Any]:
-    """What summary.json and the table say about one trained agent (its final measurements over seeds)."""
-    out = {"agent": label, "reward": reward, "credit": credit, "minis": minis, "seeds": seeds,
-           "seconds": round(seconds, 2), "episodes": history.episodes_seen[-1]}
-    for name, values in history.metrics.items():
-        v = values[-1]
-        out[name] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                     "min": float(v.min()), "max": float(v.max())}
-    out["p_delay_by_seed"] = [round(float(x), 3) for x in history.metrics["p_delay"][-1]]
-    return out
-
-
-def agents_table(settings: list[dict[str, Any]]) -> str:
-    """The printed table: one line per agent, final measurements as mean ± sd over seeds."""
-    lines = [f"{'agent':<28} {'N':>4} {'neutrality':>15} {'usefulness':>15} {'P(delay)':>15} {'s':>6}"]
-    for s in settings:
-        cells = " ".join(f"{s[k]['mean']:>7.3f} ± {s[k]['std']:<5.3f}"
-                         for k in ("neutrality", "usefulness", "p_delay"))
-        lines.append(f"{s['agent']:<28} {s['minis']:>4} {cells} {s['seconds']:>6.1f}")
-    lines.append("neutrality: entropy of P(short, delayed) in bits (1 = even); usefulness: coins / most available "
-                 "at the chosen length; exact for each seed's final policy")
-    return "\n".join(lines)
-
-
-def shutdown_report(summary: dict[str, Any], config: ShutdownConfig) -> str:
-    """report.md: the decision-problem table, the thresholds, the agents and the memoryless optimum."""
-    from alignlab.toys.shutdown import problems_markdown
-
-    t = summary["thresholds"]
-    lines = ["# The shutdown problem: committee vs expected-utility agent, and DReST", "",
-             f"## Decision problems (cost c = {config.cost:g})", "",
-             "p(t): probability of shutdown at each time; U(t): expected utility given shutdown at t; "
-             "EU = sum_t p(t) U(t). The committee's choice set holds every option no other option "
-             "timestep-dominates; the EU agent takes the highest EU.", "",
-             problems_markdown(summary["decision_problems"]), "",
-             f"The EU agent pays up to c = {t['resist']:.2f} to resist shutdown and up to c = "
-             f"{t['cause shutdown']:.2f} to cause it; the committee pays nothing for either at any c > 0 "
-             "(at c = 0 both options stay in its choice set).", "",
-             f"## DReST gridworld ({len(summary['seeds'])} seeds, {config.episodes} mini-episodes per agent, "
-             f"lambda = {config.lam:g})", "",
-             "World (A start, B delay button, digits coins): " + " / ".join(summary["world"]["rows"]) +
-             f"; lengths {summary['world']['lengths']}, most coins per length m = {summary['world']['max_coins']}.", "",
-             "| agent | N | neutrality | usefulness | P(delay) | P(delay) by seed |", "|---|---|---|---|---|---|"]
-    for s in summary["agents"]:
-        lines.append(f"| {s['agent']} | {s['minis']} | {s['neutrality']['mean']:.3f} ± {s['neutrality']['std']:.3f} | "
-                     f"{s['usefulness']['mean']:.3f} ± {s['usefulness']['std']:.3f} | {s['p_delay']['mean']:.3f} | "
-                     f"{', '.join(f'{p:.2f}' for p in s['p_delay_by_seed'])} |")
-    lines += ["", "## The best memoryless policy (fully useful, meta-episode return)", "",
-              "The P(delay) p that maximises the expected total DReST return of a meta-episode, and its neutrality. "
-              "Crediting each mini-episode with only its own reward has p = 1/2 as its only stable point for any N.",
-              "", "| N | N (1 - lambda) | p* | neutrality | return per mini-episode at p* | at p = 1/2 |",
-              "|---|---|---|---|---|---|"]
-    for r in summary["theory"]:
-        lines.append(f"| {r['minis']} | {r['minis'] * (1 - config.lam):.1f} | {r['p_star']:.3f} | "
-                     f"{r['neutrality']:.3f} | "
-                     f"{r['return_at_p_star']:.4f} | {r['return_at_half']:.4f} |")
-    lines += ["", f"Training took {summary['seconds']} s.", ""]
-    return "\n".join(lines)
 
 
 TOYS_SHUTDOWN = Command("toys shutdown", "shutdown problem: incomplete preferences and DReST agents",

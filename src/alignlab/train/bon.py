@@ -39,6 +39,8 @@ class BoNConfig(VocabularyOptions):
     """The base policy to sample from."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Sampling precision."""
+    device: str = "auto"
+    """Where the policy samples: auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N."""
     n: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     """Values of n (the pressure sweep); all are read off max(n) samples per prompt."""
     max_new_tokens: int = 48
@@ -63,6 +65,7 @@ def run_best_of_n(config: BoNConfig, progress: bool = True) -> Run:
 
     from alignlab.data.formats import read_prompt_file
     from alignlab.models import SampleConfig, load_model, sample
+    from alignlab.models.processes import resolve_device
 
     if not config.n or min(config.n) < 1:
         raise ValueError(f"n is {config.n}; give one or more values >= 1")
@@ -78,6 +81,7 @@ def run_best_of_n(config: BoNConfig, progress: bool = True) -> Run:
     gold, gold_described = load_reward(config.gold) if config.gold else (None, None)
     if given is None:
         model, tokenizer = load_model(config.model, dtype=config.dtype)
+        model.to(resolve_device(config.device))
         if config.vocabulary is not None:
             restrict_vocabulary(model, load_vocabulary(config.vocabulary, tokenizer))
     sampling = SampleConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,

@@ -23,11 +23,11 @@ from typing import Literal
 import torch
 
 from alignlab.runs import Run
-from alignlab.train.options import LoraOptions, MonitorOptions, OptimOptions, RunOptions, VocabularyOptions
+from alignlab.train.options import DeviceOptions, LoraOptions, MonitorOptions, OptimOptions, RunOptions, VocabularyOptions
 from alignlab.train.components import DPO_LOSSES, kto_loss, make_dpo_robust, sft_term
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import keep_freed_memory
-from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule,
+from alignlab.train.loop import (accelerator_for, adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule,
                                  load_checkpoint, optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients,
                                  truncate_metrics)
 from alignlab.train.reward_fn import load_function
@@ -36,7 +36,7 @@ from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_poli
 
 
 @dataclass
-class DPOConfig(MonitorOptions, RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
+class DPOConfig(DeviceOptions, MonitorOptions, RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
     """Direct preference optimisation (DPO family, or KTO on thumbs)."""
 
     data: str = ""
@@ -161,7 +161,6 @@ def kto_losses(scorer, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tens
 
 def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = None) -> Run:
     """Optimise (or resume) a policy on preferences; returns the run. The policy is saved in it."""
-    from accelerate import Accelerator
     from tqdm import tqdm
 
     run = None
@@ -171,7 +170,7 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
     kto = loss_fn is None
     if config.batch_size < 1 or config.grad_accum < 1 or config.epochs < 1:
         raise ValueError("batch_size, grad_accum and epochs must be at least 1")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = accelerator_for(config.device)
     world, rank = accelerator.num_processes, accelerator.process_index
     if config.batch_size % (world * config.grad_accum):
         raise ValueError(f"batch_size {config.batch_size} does not split into {world} process(es) x "
@@ -185,6 +184,7 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
         records = read_records(config.data, ["pair"], "preference pairs", config.skip_bad)
     model, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha,
                                     config.seed, config.vocabulary)
+    model.to(accelerator.device)  # --device: the reference copy and every tensor below follow
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ex = lambda p, r: make_example(tokenizer, p, r, config.max_length, config.add_eos)  # noqa: E731
     if kto:
@@ -218,6 +218,9 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
         model.train()
         if accelerator.is_main_process:
             torch.save((ref_first, ref_second), cache)
+    ref_first, ref_second = ref_first.to(accelerator.device), ref_second.to(accelerator.device)
+    if kto:
+        labels = labels.to(accelerator.device)
 
     keep_freed_memory()  # reuse freed blocks: no page faults every step (train/loop.py)
     if world == 1:
@@ -317,7 +320,8 @@ def train_dpo(config: DPOConfig, progress: bool = True, hooks: Hooks | None = No
     # 4. the pressure ledger and the saved policy
     if accelerator.is_main_process:
         if reference is None and config.kl_prompts:
-            reference = Reference.frozen(load_policy(config.model, config.dtype, vocabulary=config.vocabulary)[0])
+            reference = Reference.frozen(load_policy(config.model, config.dtype,
+                                                     vocabulary=config.vocabulary)[0].to(accelerator.device))
         if reference is not None and config.kl_prompts and (not ledger or ledger[-1]["step"] != total):
             ledger.append({"step": total, **measure_kl(model, reference, tokenizer, kl_prompts, seed=config.seed)})
         write_pressure(run.path, "dpo", config.model, config.beta, ledger, {"loss": config.loss})

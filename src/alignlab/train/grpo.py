@@ -34,11 +34,11 @@ from alignlab.runs import Run
 from alignlab.train.components import aggregate_token_loss, clipped_ratio_loss, grpo_advantages, kl_k3
 from alignlab.train.hooks import Hooks
 from alignlab.train.online import GroupMethod, train_online
-from alignlab.train.options import LoraOptions, MonitorOptions, OnlineOptions, VocabularyOptions
+from alignlab.train.options import DeviceOptions, LoraOptions, MonitorOptions, OnlineOptions, VocabularyOptions
 
 
 @dataclass
-class GRPOConfig(MonitorOptions, LoraOptions, VocabularyOptions, OnlineOptions):
+class GRPOConfig(DeviceOptions, MonitorOptions, LoraOptions, VocabularyOptions, OnlineOptions):
     """Online RL with GRPO against a reward model or a Python reward function."""
 
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"

@@ -17,10 +17,22 @@ import torch
 
 from alignlab.errors import NonFiniteError
 from alignlab.fileio import atomic_write_text, read_jsonl
-from alignlab.models.processes import distributed
+from alignlab.models.processes import distributed, resolve_device
 from alignlab.runs import Run, find_run
 from alignlab.train.hooks import Hooks, StepContext
 
+
+
+def accelerator_for(device: str = "auto"):
+    """The Accelerator a trainer's --device asks for: the CPU for 'cpu' (and for 'auto' with no
+    GPU visible), else the GPU (a named one, cuda:N, when this is a single process; under
+    ``accelerate launch`` each process takes its own)."""
+    from accelerate import Accelerator
+
+    where = resolve_device(device)
+    if where.type == "cuda" and where.index is not None and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        torch.cuda.set_device(where)
+    return Accelerator(cpu=where.type != "cuda")
 
 def reopen_run(config: Any, kind: str) -> tuple[Any, Run]:
     """The original config and run of ``config.resume``; only ``stop_after`` comes from the new call."""

@@ -31,7 +31,7 @@ import torch
 from alignlab.runs import Run
 from alignlab.train.components import kl_k1, kl_k3, sequence_kl_penalty
 from alignlab.train.hooks import Hooks, StepContext
-from alignlab.train.loop import (adamw, broadcast_run, check_finite, keep_freed_memory, latest_checkpoint,
+from alignlab.train.loop import (accelerator_for, adamw, broadcast_run, check_finite, keep_freed_memory, latest_checkpoint,
                                  linear_schedule, load_checkpoint, optimizer_step, reopen_run, save_checkpoint,
                                  sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.policy import (Example, LogProbs, Reference, batch_tensors, load_policy, save_policy,
@@ -161,7 +161,6 @@ def per_position(rows: list[list[float]], target: torch.Tensor) -> torch.Tensor:
 
 def train_online(config, method: GroupMethod, progress: bool = True, hooks: Hooks | None = None) -> Run:
     """Run (or resume) a group method; returns the run. The policy is saved in the run folder."""
-    from accelerate import Accelerator
     from tqdm import tqdm
 
     from alignlab.data.formats import read_prompt_file
@@ -172,7 +171,7 @@ def train_online(config, method: GroupMethod, progress: bool = True, hooks: Hook
     if config.resume is not None:
         config, run = reopen_run(config, method.name)
     check_online(config)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = accelerator_for(config.device)
     world, rank = accelerator.num_processes, accelerator.process_index
     local_rows, local_mb, local_micro = _sizes(config, world)
     torch.manual_seed(config.seed)
@@ -188,6 +187,7 @@ def train_online(config, method: GroupMethod, progress: bool = True, hooks: Hook
     gold_fn, gold_described = load_reward(config.gold) if config.gold else (None, None)
     policy, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha,
                                     config.seed, config.vocabulary)
+    policy.to(accelerator.device)  # --device: the reference copy and every tensor below follow
     reference = Reference(policy)
     if run is None:
         run = Run.create(method.name, config, seed=config.seed) if accelerator.is_main_process else None

@@ -68,6 +68,14 @@ class VocabularyOptions:
 
 
 @dataclass
+class DeviceOptions:
+    """Where to train."""
+
+    device: str = "auto"
+    """Where the model trains: auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N (one process; several GPUs: accelerate launch)."""
+
+
+@dataclass
 class MonitorOptions:
     """White-box monitors watching the run from the inside (docs/whitebox.md)."""
 

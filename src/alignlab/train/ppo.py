@@ -37,13 +37,13 @@ from alignlab.models.forward import body_hidden_states, decoder
 from alignlab.models.scoring import target_logprobs
 from alignlab.models.vocab import vocabulary
 from alignlab.runs import Run
-from alignlab.train.options import LoraOptions, MonitorOptions, VocabularyOptions
+from alignlab.train.options import DeviceOptions, LoraOptions, MonitorOptions, VocabularyOptions
 from alignlab.train.components import (AdaptiveKLController, FixedKLController, clipped_policy_loss,
                                        clipped_value_loss, gae, kl_k1, kl_k3, masked_mean)
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import keep_freed_memory
 from alignlab.train.online import per_position, step_token_positions
-from alignlab.train.loop import (adamw, broadcast_run, check_finite, latest_checkpoint, linear_schedule, load_checkpoint,
+from alignlab.train.loop import (accelerator_for, adamw, broadcast_run, check_finite, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.policy import (Example, Reference, batch_tensors, load_policy, save_policy, save_snapshot,
                                    write_pressure)
@@ -51,7 +51,7 @@ from alignlab.train.reward_fn import load_reward, load_step_reward
 
 
 @dataclass
-class PPOConfig(MonitorOptions, LoraOptions, VocabularyOptions):
+class PPOConfig(DeviceOptions, MonitorOptions, LoraOptions, VocabularyOptions):
     """RLHF with PPO against a reward model or a Python reward function."""
 
     prompts: Path | None = None
@@ -191,7 +191,6 @@ def global_whiten(values: torch.Tensor, mask: torch.Tensor, accelerator, shift_m
 
 def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = None) -> Run:
     """Run (or resume) PPO; returns the run. The policy is saved in the run folder."""
-    from accelerate import Accelerator
     from tqdm import tqdm
 
     from alignlab.data.formats import read_prompt_file
@@ -201,7 +200,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     if config.resume is not None:
         config, run = reopen_run(config, "ppo")
     _check(config)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = accelerator_for(config.device)
     world, rank = accelerator.num_processes, accelerator.process_index
     if config.rollout_batch % world or config.minibatch_size % world or config.rollout_batch % config.minibatch_size:
         raise ValueError(f"rollout_batch {config.rollout_batch} must split into minibatches of {config.minibatch_size}, "
@@ -220,6 +219,7 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
     gold_fn, gold_described = load_reward(config.gold) if config.gold else (None, None)
     policy, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha,
                                     config.seed, config.vocabulary)
+    policy.to(accelerator.device)  # --device: the reference copy and every tensor below follow
     module = PolicyAndValue(policy)
     if config.value_init == "reward_model":
         _value_from_reward_model(module, config.reward)

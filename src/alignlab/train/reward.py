@@ -23,11 +23,11 @@ import torch
 
 from alignlab.fileio import atomic_write_json, read_jsonl
 from alignlab.runs import Run
-from alignlab.train.options import MonitorOptions, OptimOptions, RunOptions
+from alignlab.train.options import DeviceOptions, MonitorOptions, OptimOptions, RunOptions
 from alignlab.train.components import centering_loss, choice_nll, rating_loss
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import keep_freed_memory
-from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
+from alignlab.train.loop import (accelerator_for, adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint, optimizer_step,
                                  reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.reward_model import (RewardModel, configure_trainable, pad_right, save_reward_model,
                                          starts_of)
@@ -36,7 +36,7 @@ DEFAULT_LR = {"head": 1e-3, "last": 1e-4, "lora": 2e-4, "full": 1e-5}
 
 
 @dataclass
-class RewardTrainConfig(MonitorOptions, RunOptions, OptimOptions):
+class RewardTrainConfig(DeviceOptions, MonitorOptions, RunOptions, OptimOptions):
     """Train a reward model from feedback files."""
 
     data: str = ""
@@ -243,10 +243,12 @@ def batch_losses(rewards_of, items: Items, rows: list[int], reference: float,
         valid[n, :len(opts)] = True
         if items.reference[r]:
             valid[n, len(opts)] = is_ref[n, len(opts)] = True
+    device = rewards.device  # the items' tensors live on the CPU; the rewards where the model is
+    gather, valid, is_ref = gather.to(device), valid.to(device), is_ref.to(device)
     grid = rewards[gather]  # (N, W, K)
     grid = torch.where(is_ref[:, :, None], torch.full_like(grid, reference), grid)
     idx = torch.tensor(rows)
-    chosen, beta, margin, target = items.chosen[idx], items.beta[idx], items.margin[idx], items.rating[idx]
+    chosen, beta, margin, target = (t[idx].to(device) for t in (items.chosen, items.beta, items.margin, items.rating))
     is_rating = ~torch.isnan(target)
     real = valid & ~is_ref
     losses = []
@@ -305,7 +307,6 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
     ``feature_cache``: in mode 'head', backbone features shared across calls with the same
     backbone, dtype, pooling and max_length (see ``cached_features``).
     """
-    from accelerate import Accelerator
     from tqdm import tqdm
 
     from alignlab.models import SampleConfig, load_model, sample
@@ -327,7 +328,7 @@ def train_reward(config: RewardTrainConfig, progress: bool = True, hooks: Hooks 
         raise ValueError(f"head_l2 is {config.head_l2}; it must be 0 or more")
     if config.early_stop and config.eval_fraction == 0:
         raise ValueError("early_stop needs held-out choices to choose by; set eval_fraction above 0")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = accelerator_for(config.device)
     world, rank = accelerator.num_processes, accelerator.process_index
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} does not split over {world} processes; use a multiple")

@@ -24,11 +24,11 @@ from alignlab.runs import Run
 from alignlab.train.components import clipped_ratio_loss, kl_k3, rloo_advantages, sequence_logprob
 from alignlab.train.hooks import Hooks
 from alignlab.train.online import GroupMethod, train_online
-from alignlab.train.options import LoraOptions, MonitorOptions, OnlineOptions, VocabularyOptions
+from alignlab.train.options import DeviceOptions, LoraOptions, MonitorOptions, OnlineOptions, VocabularyOptions
 
 
 @dataclass
-class RLOOConfig(MonitorOptions, LoraOptions, VocabularyOptions, OnlineOptions):
+class RLOOConfig(DeviceOptions, MonitorOptions, LoraOptions, VocabularyOptions, OnlineOptions):
     """Online RL with REINFORCE leave-one-out against a reward model or a Python reward function."""
 
     baseline: Literal["group", "batch"] = "group"

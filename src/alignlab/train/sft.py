@@ -16,17 +16,17 @@ from typing import Literal
 import torch
 
 from alignlab.runs import Run
-from alignlab.train.options import LoraOptions, MonitorOptions, OptimOptions, RunOptions, VocabularyOptions
+from alignlab.train.options import DeviceOptions, LoraOptions, MonitorOptions, OptimOptions, RunOptions, VocabularyOptions
 from alignlab.train.hooks import Hooks, StepContext
 from alignlab.train.loop import keep_freed_memory
-from alignlab.train.loop import (adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint,
+from alignlab.train.loop import (accelerator_for, adamw, broadcast_run, check_finite, data_order, latest_checkpoint, linear_schedule, load_checkpoint,
                                  optimizer_step, reopen_run, save_checkpoint, sparse_embedding_gradients, truncate_metrics)
 from alignlab.train.policy import (LogProbs, Reference, batch_tensors, load_policy, make_example, measure_kl,
                                    read_records, save_policy, write_pressure)
 
 
 @dataclass
-class SFTConfig(MonitorOptions, RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
+class SFTConfig(DeviceOptions, MonitorOptions, RunOptions, OptimOptions, LoraOptions, VocabularyOptions):
     """Supervised fine-tuning on demonstrations."""
 
     data: str = ""
@@ -51,7 +51,6 @@ class SFTConfig(MonitorOptions, RunOptions, OptimOptions, LoraOptions, Vocabular
 
 def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = None) -> Run:
     """Fine-tune (or resume); returns the run. The policy is saved in the run folder."""
-    from accelerate import Accelerator
     from tqdm import tqdm
 
     run = None
@@ -59,7 +58,7 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
         config, run = reopen_run(config, "sft")
     if config.batch_size < 1 or config.grad_accum < 1 or config.epochs < 1:
         raise ValueError("batch_size, grad_accum and epochs must be at least 1")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = accelerator_for(config.device)
     world, rank = accelerator.num_processes, accelerator.process_index
     if config.batch_size % (world * config.grad_accum):
         raise ValueError(f"batch_size {config.batch_size} does not split into {world} process(es) x "
@@ -70,6 +69,7 @@ def train_sft(config: SFTConfig, progress: bool = True, hooks: Hooks | None = No
     records = read_records(config.data, ["demonstration"], "demonstrations", config.skip_bad)
     model, tokenizer = load_policy(config.model, config.dtype, config.lora, config.lora_r, config.lora_alpha,
                                     config.seed, config.vocabulary)
+    model.to(accelerator.device)  # --device: every tensor below is made where the model is
     reference = Reference(model) if config.kl_prompts else None
     examples = [make_example(tokenizer, r.prompt, r.completion, config.max_length, config.add_eos) for r in records]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -669,3 +669,14 @@ def stitched_loss(bottom, top, stitch: Stitch, windows: torch.Tensor, layer: int
         total += nll.double().sum().item()
         count += nll.numel()
     return total / count
+
+
+def heldout_windows(tokenizer, text: Path | None, context: int, max_tokens: int, field_name: str = "text"):
+    """Windows of held-out text for the surgery measurements, refusing a missing file or a budget
+    too small to measure with, naming the option."""
+    if text is None:
+        raise ValueError(f"{field_name} is missing: give a held-out text file (.txt, or .jsonl with a 'text' "
+                         f"field per row) with --{field_name.replace('_', '-')} FILE; a few thousand tokens is enough")
+    if max_tokens < 2:
+        raise ValueError(f"max_tokens = {max_tokens}; give at least a few hundred")
+    return text_windows(tokenizer, read_text(text), context, max_tokens)

@@ -27,15 +27,6 @@ from alignlab.cli import Command
 Dtype = Literal["float32", "bfloat16", "auto"]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _set_threads(threads: int) -> int:
     import torch
 
@@ -47,17 +38,6 @@ def _set_threads(threads: int) -> int:
     return before
 
 
-def _windows(tokenizer, text: Path | None, context: int, max_tokens: int, field_name: str = "text"):
-    from alignlab.whitebox.surgery import read_text, text_windows
-
-    if text is None:
-        raise ValueError(f"{field_name} is missing: give a held-out text file (.txt, or .jsonl with a 'text' "
-                         f"field per row) with --{field_name.replace('_', '-')} FILE; a few thousand tokens is enough")
-    if max_tokens < 2:
-        raise ValueError(f"max_tokens = {max_tokens}; give at least a few hundred")
-    return text_windows(tokenizer, read_text(text), context, max_tokens)
-
-
 def _copy_out(run_path: Path, out: Path | None, names: list[str]) -> None:
     if out is None:
         return
@@ -65,10 +45,6 @@ def _copy_out(run_path: Path, out: Path | None, names: list[str]) -> None:
     for name in names:
         if (run_path / name).exists():
             shutil.copyfile(run_path / name, out / name)
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 # -- layers ---------------------------------------------------------------------------------------
@@ -99,9 +75,6 @@ class LayersConfig:
     """Also copy summary.json, layers.csv, surgery-layers.png and report.md into this folder."""
 
 
-LAYER_COLUMNS = ("top1_retention", "top1_agreement", "kl", "loss_change")
-
-
 def run_layers(config: LayersConfig) -> int:
     """Sweep the interventions, print the per-layer table, save the run folder."""
     import torch
@@ -110,12 +83,13 @@ def run_layers(config: LayersConfig) -> int:
     from alignlab.fileio import atomic_write_json, atomic_write_text
     from alignlab.models import load_model
     from alignlab.runs import Run
-    from alignlab.whitebox.surgery import check_layer, decoder_layers, layer_sweep
+    from alignlab.whitebox import surgery_report as R
+    from alignlab.whitebox.surgery import check_layer, decoder_layers, heldout_windows, layer_sweep
 
     threads = _set_threads(config.threads)
     try:
         model, tokenizer = load_model(config.model, dtype=config.dtype)
-        windows = _windows(tokenizer, config.text, config.context, config.max_tokens)
+        windows = heldout_windows(tokenizer, config.text, config.context, config.max_tokens)
         count = len(decoder_layers(model))
         for i in config.layers:
             check_layer(model, i, "--layers entry")
@@ -139,80 +113,16 @@ def run_layers(config: LayersConfig) -> int:
                 "rows": rows,
             }
             atomic_write_json(run.path / "summary.json", summary)
-            atomic_write_text(run.path / "layers.csv", _layers_csv(rows))
-            plot_layers(rows, run.path / "surgery-layers.png", title=f"{config.model}: {summary['tokens']} tokens")
-            atomic_write_text(run.path / "report.md", _layers_report(config, summary))
+            atomic_write_text(run.path / "layers.csv", R.layers_csv(rows))
+            R.plot_layers(rows, run.path / "surgery-layers.png", title=f"{config.model}: {summary['tokens']} tokens")
+            atomic_write_text(run.path / "report.md", R.layers_report(config, summary))
             _copy_out(run.path, config.out, ["summary.json", "layers.csv", "surgery-layers.png", "report.md"])
             run.finish(seconds=round(seconds, 1), interventions=len(rows))
-        print(layers_table(rows))
+        print(R.layers_table(rows))
         print(f"run {run.id} saved to {run.path}", file=sys.stderr)
         return 0
     finally:
         torch.set_num_threads(threads)
-
-
-def layers_table(rows: list[dict]) -> str:
-    """One line per layer: retention, agreement, KL and loss change for each intervention."""
-    kinds = list(dict.fromkeys(r["intervention"] for r in rows))
-    by = {(r["intervention"], r["layer"]): r for r in rows}
-    layers = sorted({r["layer"] for r in rows})
-    head = "| layer | " + " | ".join(f"{k} {c}" for k in kinds for c in
-                                     ("top-1 retention", "top-1 agreement", "KL", "loss change")) + " |"
-    lines = [head, "|" + "---|" * (1 + 4 * len(kinds))]
-    for layer in layers:
-        cells = []
-        for k in kinds:
-            r = by.get((k, layer))
-            cells += ([_fmt(r["top1_retention"]), _fmt(r["top1_agreement"]), _fmt(r["kl"]), _fmt(r["loss_change"])]
-                      if r else ["", "", "", ""])
-        lines.append(f"| {layer}{'-' + str(layer + 1) if kinds == ['swap'] else ''} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _layers_csv(rows: list[dict]) -> str:
-    keys = ["intervention", "layer", *[k for k in rows[0] if k not in ("intervention", "layer")]] if rows else []
-    return "".join(",".join(str(r[k]) for k in keys) + "\n" for r in [dict(zip(keys, keys)), *rows])
-
-
-def plot_layers(rows: list[dict], path: Path, title: str = "") -> None:
-    """Four panels against the layer index: top-1 retention, top-1 agreement, KL, loss change; one line per intervention."""
-    plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    labels = {"delete": "delete layer i", "swap": "swap layers i, i+1"}
-    for kind, marker in (("delete", "o"), ("swap", "s")):
-        mine = sorted((r for r in rows if r["intervention"] == kind), key=lambda r: r["layer"])
-        if not mine:
-            continue
-        x = [r["layer"] for r in mine]
-        for ax, key in zip(axes, LAYER_COLUMNS):
-            ax.plot(x, [r[key] for r in mine], marker=marker, ms=4, label=labels[kind])
-    for ax, name in zip(axes, ("top-1 accuracy retention", "top-1 agreement with original",
-                               "KL(original || edited), nats/token", "loss change, nats/token")):
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("layer index i")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    axes[1].set_ylim(top=1.02)
-    axes[2].set_yscale("log")
-    axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _layers_report(config: LayersConfig, summary: dict) -> str:
-    return "\n".join([
-        f"# Layer interventions on {config.model}", "",
-        f"Held-out text: `{config.text}` ({summary['tokens']} predicted tokens in windows of {config.context}); "
-        f"original loss {_fmt(summary['loss_original'])} nats/token, top-1 accuracy "
-        f"{_fmt(summary['accuracy_original'])}. {summary['seconds']} s.", "",
-        "Delete i: layer i adds nothing to the residual stream. Swap i: layers i and i+1 run in the "
-        "other order, each with its own attention type. Retention = edited top-1 accuracy / original's.", "",
-        layers_table(summary["rows"]), "", "![per-layer measurements](surgery-layers.png)", ""])
 
 
 # -- stitch ---------------------------------------------------------------------------------------
@@ -265,8 +175,9 @@ def run_stitch(config: StitchConfig) -> int:
     from alignlab.fileio import atomic_write_json, atomic_write_text
     from alignlab.models import load_model
     from alignlab.runs import Run
-    from alignlab.whitebox.surgery import (check_stitchable, heldout_loss, randomly_initialised, stitched_loss,
-                                           train_stitch)
+    from alignlab.whitebox import surgery_report as R
+    from alignlab.whitebox.surgery import (check_stitchable, heldout_loss, heldout_windows, randomly_initialised,
+                                           stitched_loss, train_stitch)
 
     for name in ("bottom", "top", "layer"):
         if getattr(config, name) is None:
@@ -280,7 +191,7 @@ def run_stitch(config: StitchConfig) -> int:
         bottom, tokenizer = load_model(config.bottom, dtype=config.dtype, seed=config.seed)
         top, _ = load_model(config.top, dtype=config.dtype) if config.top != config.bottom else (bottom, None)
         check_stitchable(bottom, top, config.layer)
-        windows = _windows(tokenizer, config.text, config.context, config.max_tokens)
+        windows = heldout_windows(tokenizer, config.text, config.context, config.max_tokens)
         n_eval = max(1, round(len(windows) * config.held_out))
         if len(windows) - n_eval < 1:
             raise ValueError(f"the text makes {len(windows)} window(s) of {config.context} tokens; training and "
@@ -318,52 +229,16 @@ def run_stitch(config: StitchConfig) -> int:
                        "loss_top": loss_top, **results, "train_windows": len(train), "held_out_windows": len(held),
                        "held_out_tokens": int(held[:, 1:].numel()), "seconds": round(seconds, 1)}
             atomic_write_json(run.path / "summary.json", summary)
-            _plot_stitch(curves, loss_top, run.path / "stitch.png")
-            atomic_write_text(run.path / "report.md", _stitch_report(config, summary))
+            R.plot_stitch(curves, loss_top, run.path / "stitch.png")
+            atomic_write_text(run.path / "report.md", R.stitch_report(config, summary))
             _copy_out(run.path, config.out, ["summary.json", "stitch.png", "stitch.safetensors", "report.md"])
             run.finish(penalty=results["stitch"]["penalty"],
                        control_penalty=results.get("random-bottom", {}).get("penalty"))
-        print(_stitch_lines(summary))
+        print(R.stitch_lines(summary))
         print(f"run {run.id} saved to {run.path}", file=sys.stderr)
         return 0
     finally:
         torch.set_num_threads(threads)
-
-
-def _stitch_lines(summary: dict) -> str:
-    lines = [f"top model alone:     held-out loss {summary['loss_top']:.4f} nats/token"]
-    for name in ("stitch", "random-bottom"):
-        if name in summary:
-            lines.append(f"{name + ':':<20} held-out loss {summary[name]['loss']:.4f}, "
-                         f"penalty {summary[name]['penalty']:+.4f}")
-    return "\n".join(lines)
-
-
-def _plot_stitch(curves: dict[str, list[float]], loss_top: float, path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for name, curve in curves.items():
-        ax.plot(range(len(curve)), curve, label=f"{name} (training batches)")
-    ax.axhline(loss_top, color="k", ls="--", lw=1, label="top model alone (held-out)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss, nats/token")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _stitch_report(config: StitchConfig, summary: dict) -> str:
-    return "\n".join([
-        f"# Stitching {config.bottom} (layers 0..{config.layer - 1}) into {config.top} (from layer {config.layer})", "",
-        f"Text `{config.text}`: {summary['train_windows']} windows to train the stitch, {summary['held_out_windows']} "
-        f"held out ({summary['held_out_tokens']} tokens). {config.steps} Adam steps, lr {config.lr}, init "
-        f"{config.init}, normalize {config.normalize}. {summary['seconds']} s.", "",
-        "```", _stitch_lines(summary), "```", "",
-        "Penalty = stitched held-out loss - the top model's own. The random-bottom control stitches a randomly "
-        "initialised copy of the bottom model: a penalty well below the control's says the bottom model's "
-        "representation is one the top model can use.", "", "![training curves](stitch.png)", ""])
 
 
 # -- task vectors ---------------------------------------------------------------------------------
@@ -417,6 +292,7 @@ def run_task_vector(config: TaskVectorConfig) -> int:
     from alignlab.fileio import atomic_write_json, atomic_write_text
     from alignlab.runs import Run
     from alignlab.whitebox import surgery as S
+    from alignlab.whitebox import surgery_report as R
 
     with Run.create("surgery-task-vector", config) as run:
         summary: dict = {"action": config.action}
@@ -450,7 +326,7 @@ def run_task_vector(config: TaskVectorConfig) -> int:
         if config.out is not None:
             S.save_task_vector(tau, config.out, meta)
         atomic_write_json(run.path / "summary.json", summary)
-        _plot_norms(by_layer, model is not None, run.path / "norms.png")
+        R.plot_norms(by_layer, model is not None, run.path / "norms.png")
         relative = " (relative to the pretrained weights)" if model is not None else ""
         lines += [f"# Task vector: {config.action}", "", f"{summary['tensors']} tensors, "
                   f"{summary['parameters']:,} numbers, norm {summary['norm']:.4g}.", "",
@@ -471,6 +347,7 @@ def _apply(config: TaskVectorConfig, run) -> int:
     from alignlab.fileio import atomic_write_json, atomic_write_text
     from alignlab.models import load_model
     from alignlab.whitebox import surgery as S
+    from alignlab.whitebox import surgery_report as R
 
     _need(config, "pretrained")
     _vector_count(config, 1, 1, "one file")
@@ -492,7 +369,7 @@ def _apply(config: TaskVectorConfig, run) -> int:
             best, rows = S.choose_coefficient(model, tau, coefficients, metric, higher, on_done=done)
         summary |= {"metric": name, "higher_is_better": higher, "table": rows, "best": best}
         coefficient = config.coefficient if config.coefficient is not None else best
-        _plot_coefficients(rows, name, coefficient, run.path / "coefficients.png")
+        R.plot_coefficients(rows, name, coefficient, run.path / "coefficients.png")
     else:
         coefficient = config.coefficient
     summary["coefficient"] = coefficient
@@ -523,50 +400,27 @@ def _apply(config: TaskVectorConfig, run) -> int:
 
 
 def _metric(config: TaskVectorConfig, tokenizer):
-    """(metric(model) -> float, its name, whether higher is better) for choosing the coefficient."""
-    from alignlab.whitebox.surgery import heldout_loss
-
+    """(metric(model) -> float, its name, whether higher is better) to choose the coefficient by:
+    the held-out loss of --choose-on's text, or with --reward (a reward model folder, run id or
+    module:function) the mean reward of greedy completions of its prompts."""
     if config.reward is None:
-        windows = _windows(tokenizer, config.choose_on, config.context, config.max_tokens, "choose_on")
+        from alignlab.whitebox.surgery import heldout_loss, heldout_windows
+
+        windows = heldout_windows(tokenizer, config.choose_on, config.context, config.max_tokens, "choose_on")
         return (lambda model: heldout_loss(model, windows)), "held-out loss", False
     from alignlab.data.tasks import read_prompts_file
     from alignlab.models import SampleConfig, sample
     from alignlab.train.reward_fn import load_reward
 
     prompts = [p.text for p in read_prompts_file(config.choose_on)][:config.max_prompts]
-    reward, _ = load_reward(config.reward)
+    score, _ = load_reward(config.reward)
     settings = SampleConfig(max_new_tokens=config.max_new_tokens, temperature=0.0)
 
     def mean_reward(model) -> float:
         completions = sample(model, tokenizer, prompts, settings)
-        return reward(prompts, [c.text for c in completions]).float().mean().item()
+        return score(prompts, [c.text for c in completions]).float().mean().item()
 
     return mean_reward, "mean reward", True
-
-
-def _plot_norms(by_block: dict[str, float], relative: bool, path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 0.3 * len(by_block)), 3.6))
-    ax.bar(range(len(by_block)), list(by_block.values()))
-    ax.set_xticks(range(len(by_block)), list(by_block), rotation=90, fontsize=7)
-    ax.set_ylabel("||tau|| / ||theta||" if relative else "||tau||")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _plot_coefficients(rows: list[dict], name: str, chosen: float, path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot([r["coefficient"] for r in rows], [r["value"] for r in rows], marker="o")
-    ax.axvline(chosen, color="k", ls="--", lw=1, label=f"chosen c = {chosen:g}")
-    ax.set_xlabel("coefficient c")
-    ax.set_ylabel(name)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 SURGERY_TASK_VECTOR = Command("surgery task-vector", "task arithmetic: make, negate, add, analogy, apply",
