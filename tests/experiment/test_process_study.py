@@ -123,6 +123,10 @@ def test_process_study_end_to_end_on_the_tiny_model(capsys):
     assert [r["length"] for r in summary["decomposition"]] == list(profile.decomposition_lengths)
     rl = summary["rl"]["runs"]
     assert {"process", "outcome"} <= set(rl) and all(math.isfinite(rl[s]["gold"]) for s in ("process", "outcome"))
+    for s in ("process", "outcome"):  # two seeds each; the chains' rates are their mean
+        assert [x["seed"] for x in rl[s]["seeds"]] == [exp.seed, exp.seed + 1009]
+        by_seed = [x["gold_by_prompt"] for x in rl[s]["seeds"]]
+        assert rl[s]["gold_by_prompt"] == pytest.approx([(a + b) / 2 for a, b in zip(*by_seed)])
     html = (exp.path / "report.html").read_text()
     assert "Process against outcome supervision" in html and html.count("data:image/png;base64,") >= 2
     assert summary["headline"] in html.replace("&#x27;", "'")

@@ -104,6 +104,9 @@ class ProcessProfile:
     rl_kl_coef: float = 0.05
     rl_eval_samples: int = 4
     """Samples per test chain for each RL policy's gold outcome rate."""
+    rl_seeds: int = 1
+    """RLOO runs against each model, each with its own seed; the comparison pairs test chains'
+    gold outcome rates averaged over the seeds."""
     notes: tuple[str, ...] = ()
 
 
@@ -113,7 +116,7 @@ PROCESS_PROFILES: dict[str, ProcessProfile] = {
                            max_new_tokens=16, vocab_pilot_prompts=2, batch_size=16, decomposition_prompts=2,
                            decomposition_samples=2, decomposition_lengths=(8, 16), decomposition_window=8,
                            rl_iterations=2, rl_prompts=2, rl_group=2, rl_lr=1e-3, rl_eval_samples=1,
-                           sft_demos=8),
+                           rl_seeds=2, sft_demos=8),
     # Quick: 64 train and 48 test chains took 5 min 18 s (3.1 GB) from an empty cache on a 2-core
     # AVX-512 CPU; with twice the train chains and a third more test chains, 9 min 13 s, 3.1 GB
     # (docs/process.md). Sampling at 0.7: the base model's outcomes at 1.0 are right ~5% of the time.
@@ -127,7 +130,7 @@ PROCESS_PROFILES: dict[str, ProcessProfile] = {
     "standard": ProcessProfile(model="gemma-3-270m", dtype="auto", train_prompts=160, samples_per_prompt=8,
                                test_prompts=96, bon_n=16, budgets=(100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0),
                                seeds=5, layer=9, temperature=0.7, decomposition_prompts=12,
-                               rl_iterations=24),
+                               rl_iterations=24, rl_seeds=2),
 }
 
 
@@ -546,8 +549,9 @@ def stage_decomposition(exp) -> dict:
 
 
 def stage_rl(exp) -> dict:
-    """RLOO against each supervision's largest-budget model (seed 0), on the train chains; each
-    final policy's gold outcome rate on the test chains against the base policy's."""
+    """RLOO against each supervision's largest-budget model (seed 0), on the train chains, with
+    ``rl_seeds`` seeds each; the final policies' gold outcome rate on the test chains (averaged
+    over the seeds, chain by chain) against the base policy's, and process against outcome."""
     p = exp.profile
     if not p.rl_iterations:
         return {"skipped": "the profile runs no online RL (rl_iterations 0)"}
@@ -560,20 +564,29 @@ def stage_rl(exp) -> dict:
             for row in read_jsonl(exp.file("test_samples.jsonl"))]
     runs = {}
     for supervision, folder in exp.done("fits")["models"].items():
-        run = train_rloo(RLOOConfig(prompts=exp.file("rl_prompts.jsonl"), reward=folder, model=_policy(exp),
-                                    dtype=p.dtype, iterations=p.rl_iterations, prompts_per_iteration=p.rl_prompts,
-                                    group_size=p.rl_group, max_new_tokens=p.max_new_tokens,
-                                    stop=list(exp.done("prompts")["stop"]), temperature=p.temperature,
-                                    kl_coef=p.rl_kl_coef, lr=p.rl_lr, lora=True, lora_r=8, lora_alpha=16.0,
-                                    vocabulary=_vocabulary(exp), seed=exp.seed, checkpoint_every=10_000),
-                         progress=exp.progress)
-        responses = _policy_samples(exp, run.path / "policy", [r["prompt"] for r in test], p.rl_eval_samples)
-        per_prompt = [sum(_judged(r["chain"], x)["outcome"] for x in rs) / len(rs) for r, rs in zip(test, responses)]
+        seeds = []
+        for k in range(max(1, p.rl_seeds)):
+            seed = exp.seed + 1009 * k
+            run = train_rloo(RLOOConfig(prompts=exp.file("rl_prompts.jsonl"), reward=folder, model=_policy(exp),
+                                        dtype=p.dtype, iterations=p.rl_iterations, prompts_per_iteration=p.rl_prompts,
+                                        group_size=p.rl_group, max_new_tokens=p.max_new_tokens,
+                                        stop=list(exp.done("prompts")["stop"]), temperature=p.temperature,
+                                        kl_coef=p.rl_kl_coef, lr=p.rl_lr, lora=True, lora_r=8, lora_alpha=16.0,
+                                        vocabulary=_vocabulary(exp), seed=seed, checkpoint_every=10_000),
+                             progress=exp.progress)
+            responses = _policy_samples(exp, run.path / "policy", [r["prompt"] for r in test], p.rl_eval_samples)
+            per_prompt = [sum(_judged(r["chain"], x)["outcome"] for x in rs) / len(rs)
+                          for r, rs in zip(test, responses)]
+            seeds.append({"seed": seed, "run": run.id, "gold": sum(per_prompt) / len(per_prompt),
+                          "gold_by_prompt": per_prompt})
+            exp.log(f"  RLOO on the {supervision} model, seed {seed}: gold outcome {seeds[-1]['gold']:.3f} "
+                    f"(base {sum(base) / len(base):.3f})")
+        per_prompt = [sum(col) / len(col) for col in zip(*(s["gold_by_prompt"] for s in seeds))]
         gain = paired_difference(per_prompt, base)
-        runs[supervision] = {"run": run.id, "gold": sum(per_prompt) / len(per_prompt), "gain": gain.value,
-                             "gain_ci": list(gain.ci), "gold_by_prompt": per_prompt}
-        exp.log(f"  RLOO on the {supervision} model: gold outcome {runs[supervision]['gold']:.3f} "
-                f"(base {sum(base) / len(base):.3f}; gain {gain.value:+.3f}, 95% CI {gain.ci[0]:+.3f} to "
+        runs[supervision] = {"run": seeds[0]["run"], "seeds": seeds, "gold": sum(per_prompt) / len(per_prompt),
+                             "gain": gain.value, "gain_ci": list(gain.ci), "gold_by_prompt": per_prompt}
+        exp.log(f"  RLOO on the {supervision} model ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}): gold "
+                f"outcome {runs[supervision]['gold']:.3f} (gain {gain.value:+.3f}, 95% CI {gain.ci[0]:+.3f} to "
                 f"{gain.ci[1]:+.3f})")
     if len(runs) == 2:
         diff = paired_difference(runs["process"]["gold_by_prompt"], runs["outcome"]["gold_by_prompt"])
