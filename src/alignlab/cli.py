@@ -59,6 +59,7 @@ COMMANDS: dict[str, str] = {
     "toys hills": "alignlab.toys.command:TOYS_HILLS",
     "inspect": "alignlab.whitebox.inspect_command:INSPECT",
     "toys shutdown": "alignlab.toys.command:TOYS_SHUTDOWN",
+    "toys offswitch": "alignlab.toys.command:TOYS_OFFSWITCH",
     "surgery task-vector": "alignlab.whitebox.surgery_command:SURGERY_TASK_VECTOR",
     "surgery layers": "alignlab.whitebox.surgery_command:SURGERY_LAYERS",
     "surgery stitch": "alignlab.whitebox.surgery_command:SURGERY_STITCH",
@@ -86,7 +87,8 @@ HELP: dict[str, str] = {
     "pressure": "the Goodhart ledger of a policy run: KL, proxy and gold, fitted peak",
     "forecast": "Biological Anchors compute forecast",
     "inspect": "white-box monitors (blocked gradients, gradient shares, curvature) on a saved model",
-    "toys": "small worlds: 'toys hills' (tessellating-hills demons), 'toys shutdown' (shutdown problem, DReST)",
+    "toys": "small worlds: 'toys hills' (tessellating-hills demons), 'toys shutdown' (shutdown problem, DReST), "
+            "'toys offswitch' (the off-switch game, when to ask)",
     "surgery": "edit a model: 'surgery task-vector', 'surgery layers', 'surgery stitch'",
     "loom": "steer a model by hand in a web app ('loom'; 'loom export|import|train')",
 }

@@ -7,7 +7,8 @@ the run folder and file helpers of alignlab, and `hills_monitors.py` the white-b
 - plots.py: the pictures of a hills run; hills_report.py: its summaries and tables.
 - shutdown.py, drest.py: the shutdown problem and DReST agents; shutdown_plots.py,
   shutdown_report.py: their pictures, summaries and report.
-- command.py: `alignlab toys hills` and `alignlab toys shutdown` (options, then the calls above).
+- offswitch.py: the off-switch game and an assistance game (when to ask); offswitch_report.py.
+- command.py: `alignlab toys hills`, `shutdown` and `offswitch` (options, then the calls above).
 
     from alignlab.toys import simulate
     history = simulate(dim=16, eps=[0.0025], steps=5000, lr=0.2, seeds=[0, 1, 2, 3], record_every=50)

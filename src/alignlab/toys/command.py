@@ -276,3 +276,90 @@ def run_shutdown(config: ShutdownConfig) -> int:
 
 TOYS_SHUTDOWN = Command("toys shutdown", "shutdown problem: incomplete preferences and DReST agents",
                         ShutdownConfig, run_shutdown, description=SHUTDOWN_DOC.split("\n\n")[0])
+
+
+# -- the off-switch game ---------------------------------------------------------------------------
+
+@dataclass
+class OffswitchConfig:
+    """The off-switch game (Hadfield-Menell et al. 2017): a robot's incentive to let a human switch it off, by its uncertainty and the human's rationality, played against the closed form; and an assistance game in which an assistant decides when to ask."""
+
+    mu: list[float] = field(default_factory=lambda: [0.25, 1.0])
+    """The robot's expected utility of acting, E[U] (one panel each)."""
+    sigmas: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0, 2.0, 4.0])
+    """The robot's uncertainty about U (the standard deviation of its normal belief)."""
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
+    """The human's Boltzmann temperature (0: rational: allows exactly when U >= 0)."""
+    games: int = 200_000
+    """Games played per (mu, sigma, beta)."""
+    episodes: int = 4000
+    """Episodes of the assistance game (every policy plays the same ones)."""
+    options: int = 4
+    """Options the person chooses among in the assistance game."""
+    ask_cost: float = 0.15
+    """What a question costs, in the person's utility."""
+    answer_beta: float = 0.3
+    """The person's Boltzmann temperature when answering which option they prefer."""
+    seed: int = 0
+    """Seed of the games and the episodes."""
+    format: Literal["text", "json"] = "text"
+    """text: the tables; json: the summary (the incentive grid, its agreement with the closed form, the assistance game)."""
+    out: Path | None = None
+    """Also write summary.json, report.md and the plots into this folder."""
+
+
+def run_offswitch(config: OffswitchConfig) -> int:
+    """Play the grid and the assistance game, print them, save a run folder."""
+    import json
+
+    from alignlab.fileio import atomic_write_json, atomic_write_text
+    from alignlab.runs import Run
+    from alignlab.toys import offswitch as O
+    from alignlab.toys import offswitch_report as R
+
+    if config.games < 2 or config.episodes < 2 or config.options < 2:
+        raise ValueError(f"games = {config.games}, episodes = {config.episodes}, options = {config.options}; "
+                         "each must be at least 2")
+    if not config.mu or not config.sigmas or not config.betas:
+        raise ValueError("give at least one value each of --mu, --sigmas and --betas")
+    if min(config.sigmas) <= 0 or min(config.betas) < 0 or config.ask_cost < 0 or config.answer_beta < 0:
+        raise ValueError(f"sigmas must be > 0 (got {config.sigmas}), betas >= 0 (got {config.betas}), ask_cost "
+                         f"and answer_beta >= 0 (got {config.ask_cost}, {config.answer_beta})")
+    start = time.perf_counter()
+    rows = O.incentive_grid(list(config.mu), list(config.sigmas), list(config.betas), config.games, config.seed)
+    game = O.AssistanceGame(options=config.options, ask_cost=config.ask_cost, answer_beta=config.answer_beta)
+    assistance = O.play_assistance(game, config.episodes, config.seed)
+    summary = {"games": config.games, "grid": rows, "agreement": O.grid_agreement(rows),
+               "boundary": [{"mu": mu, "beta": beta, "sigma": O.defer_boundary(mu, beta)}
+                            for mu in config.mu for beta in config.betas if beta > 0],
+               "game": {"options": game.options, "ask_cost": game.ask_cost, "answer_beta": game.answer_beta,
+                        "sd_range": [game.sd_low, game.sd_high], "particles": game.particles},
+               "assistance": assistance, "seconds": round(time.perf_counter() - start, 2)}
+    with Run.create("toys-offswitch", config, seed=config.seed) as run:
+        atomic_write_json(run.path / "summary.json", summary)
+        atomic_write_text(run.path / "report.md", R.report(summary))
+        R.plot_incentive(rows, run.path / "offswitch.png")
+        R.plot_assistance(assistance, run.path / "assistance.png")
+        if config.out is not None:
+            config.out.mkdir(parents=True, exist_ok=True)
+            for name in ("summary.json", "report.md", "offswitch.png", "assistance.png"):
+                shutil.copyfile(run.path / name, config.out / name)
+        worth = assistance["policies"]["ask when worth it"]
+        run.finish(max_abs_diff_closed_form=summary["agreement"]["max_abs_diff_closed_form"],
+                   ask_when_worth_it_minus_never=worth["minus never ask"]["value"],
+                   ask_when_worth_it_minus_always=worth["minus always ask"]["value"])
+    if config.format == "json":
+        print(json.dumps(summary, indent=1))
+    else:
+        print(R.incentive_table(rows))
+        agreement = summary["agreement"]
+        print(f"\nplayed vs exact: largest difference {agreement['max_abs_diff_exact']:.4f} "
+              f"({agreement['max_z_exact']:.1f} standard errors); rational rows vs the closed form: "
+              f"{agreement['max_abs_diff_closed_form']:.4f}\n")
+        print(R.assistance_table(assistance))
+    print(f"run {run.id} saved to {run.path}", file=sys.stderr)
+    return 0
+
+
+TOYS_OFFSWITCH = Command("toys offswitch", "the off-switch game and when an assistant should ask",
+                         OffswitchConfig, run_offswitch, description=OffswitchConfig.__doc__)
