@@ -331,17 +331,29 @@ def test_cli_stitch_reports_the_penalty_and_the_control(runs, capsys):
     assert code == 1 and "layer must be in 1..1" in err
 
 
-def test_cli_task_vector_make_negate_add_analogy_apply(runs, capsys, tiny):
+def finetuned_tiny(tmp):
+    """A differently seeded tiny model saved as the 'fine-tuned' one: (the model, its folder)."""
     from alignlab.models.loading import tiny_model
 
-    tmp, text = runs
     finetuned, tokenizer = tiny_model(seed=1)
     finetuned.save_pretrained(str(tmp / "ft"))
     tokenizer.save_pretrained(str(tmp / "ft"))
+    return finetuned, tmp / "ft"
+
+
+def make_tau(tmp, capsys):
+    """`task-vector make` of the fine-tuned tiny model against tiny: the vector file."""
+    finetuned, folder = finetuned_tiny(tmp)
     tau = tmp / "tau.safetensors"
-    code, out, err = cli(["surgery", "task-vector", "make", "--pretrained", "tiny", "--finetuned", str(tmp / "ft"),
-                          "--out", str(tau)], capsys)
+    code, _, err = cli(["surgery", "task-vector", "make", "--pretrained", "tiny", "--finetuned", str(folder),
+                        "--out", str(tau)], capsys)
     assert code == 0, err
+    return finetuned, tau
+
+
+def test_cli_task_vector_make_negate_add_analogy_apply(runs, capsys, tiny):
+    tmp, text = runs
+    finetuned, tau = make_tau(tmp, capsys)
     vector, meta = S.load_task_vector(tau)
     assert meta["finetuned"] == str(tmp / "ft")
     expected = S.task_vector(tiny[0], finetuned)
@@ -379,12 +391,7 @@ def test_cli_task_vector_apply_chooses_the_coefficient_by_mean_reward(runs, caps
     from tests.train.rewards_for_tests import vowel_share
 
     tmp, _ = runs
-    finetuned, tokenizer = tiny_model(seed=1)
-    finetuned.save_pretrained(str(tmp / "ft"))
-    tokenizer.save_pretrained(str(tmp / "ft"))
-    tau_path = tmp / "tau.safetensors"
-    assert cli(["surgery", "task-vector", "make", "--pretrained", "tiny", "--finetuned", str(tmp / "ft"),
-                "--out", str(tau_path)], capsys)[0] == 0
+    _, tau_path = make_tau(tmp, capsys)
     prompts = ["Tell me about the sea.", "Describe a morning.", "What is a lighthouse?"]
     (tmp / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     code, out, err = cli(["surgery", "task-vector", "apply", "--pretrained", "tiny", "--vectors", str(tau_path),
