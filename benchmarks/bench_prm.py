@@ -342,7 +342,6 @@ def worker_alignlab(spec: dict, clock: Clock) -> dict:
 
     import alignlab.models
     import alignlab.train.prm as prm_module
-    from alignlab.home import runs_dir
     from alignlab.train.prm import PRMTrainConfig, read_steps, train_prm
 
     clock.mark("imported")

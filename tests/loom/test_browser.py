@@ -15,7 +15,6 @@ pytest.importorskip("playwright")
 if shutil.which("chromium") is None:
     pytest.skip("Chromium is not installed (make test installs it: apt-get install chromium)", allow_module_level=True)
 
-from alignlab.loom.store import Store  # noqa: E402
 
 PAYLOADS = ['<img src=x onerror="alert(1)">', "<script>alert(2)</script>", '"><svg onload=alert(3)>']
 

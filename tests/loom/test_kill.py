@@ -11,7 +11,6 @@ import threading
 import time
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from tests.loom.conftest import _free_port

@@ -420,7 +420,7 @@ def test_a_resumed_run_s_monitors_go_on_from_where_it_stopped(tmp_path):
                   max_grad_norm=1e-3)  # every step clips
     settings = MonitorSettings(("audit", "clip"), every=2, max_grad_norm=1e-3, sensitivity=1)
     whole_monitor = WhiteboxMonitor(settings)
-    whole = train_dpo(DPOConfig(**common), progress=False, hooks=Hooks([whole_monitor]))
+    train_dpo(DPOConfig(**common), progress=False, hooks=Hooks([whole_monitor]))
     part = train_dpo(DPOConfig(**common, stop_after=3), progress=False, hooks=Hooks([WhiteboxMonitor(settings)]))
     stopped = json.loads((part.path / "monitors" / "state.json").read_text())
     assert stopped["presence"]["steps"] == 3 and [r["step"] for r in stopped["clip"]["records"]] == [1, 2, 3]

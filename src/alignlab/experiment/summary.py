@@ -119,7 +119,7 @@ def _run_path(points: list[dict], run: str) -> list[dict]:
 
 
 def build_summary(exp) -> dict:
-    from alignlab.pressure.stats import paired_difference, split_half_goodhart
+    from alignlab.pressure.stats import paired_difference
 
     profile = exp.profile
     stages = {name: exp.done(name) for name in ("prompts", "vocabulary", "samples", "labels", "reward", "bon",

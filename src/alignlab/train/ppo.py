@@ -225,7 +225,6 @@ def train_ppo(config: PPOConfig, progress: bool = True, hooks: Hooks | None = No
         _value_from_reward_model(module, config.reward)
     reference = Reference(policy)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos = tokenizer.eos_token_id
     if run is None:
         run = Run.create("ppo", config, seed=config.seed) if accelerator.is_main_process else None
         run = broadcast_run(accelerator, run)

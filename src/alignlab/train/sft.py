@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch

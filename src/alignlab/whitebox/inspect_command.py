@@ -131,8 +131,7 @@ def run_inspect(config: InspectConfig) -> int:
     from alignlab.models import load_model
     from alignlab.models.scoring import plain_autograd
     from alignlab.runs import Run
-    from alignlab.whitebox.monitors import (MonitorSettings, WhiteboxMonitor, flag_table, parse_monitors,
-                                            write_monitor_files)
+    from alignlab.whitebox.monitors import MonitorSettings, WhiteboxMonitor, flag_table, parse_monitors
 
     if config.data is None:
         raise ValueError("give --data FILE: the texts whose loss the monitors differentiate")

@@ -76,7 +76,7 @@ def plot_layers(rows: list[dict], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def layers_report(config: LayersConfig, summary: dict) -> str:
+def layers_report(config, summary: dict) -> str:
     return "\n".join([
         f"# Layer interventions on {config.model}", "",
         f"Held-out text: `{config.text}` ({summary['tokens']} predicted tokens in windows of {config.context}); "
@@ -111,7 +111,7 @@ def plot_stitch(curves: dict[str, list[float]], loss_top: float, path: Path) -> 
     plt.close(fig)
 
 
-def stitch_report(config: StitchConfig, summary: dict) -> str:
+def stitch_report(config, summary: dict) -> str:
     return "\n".join([
         f"# Stitching {config.bottom} (layers 0..{config.layer - 1}) into {config.top} (from layer {config.layer})", "",
         f"Text `{config.text}`: {summary['train_windows']} windows to train the stitch, {summary['held_out_windows']} "
