@@ -73,3 +73,79 @@ def test_bad_input_is_refused_naming_what_is_wrong():
         A.choose_pairs("entropy", REWARDS, 1, rng)
     with pytest.raises(ValueError, match="at least 2 candidates"):
         A.choose_pairs("random", np.zeros((3, 1)), 1, rng)
+
+
+# -- posteriors, calibration, savings ---------------------------------------------------------------
+
+
+def _choices(rng, n: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.normal(size=(n, len(w)))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(x @ w)))).astype(float)
+    return x, y
+
+
+def test_the_fit_is_the_penalised_optimum_and_bootstrap_weights_act_as_repeated_choices():
+    rng = np.random.default_rng(7)
+    x, y = _choices(rng, 200, np.array([1.5, -1.0, 0.5]))
+    w = A.fit_linear_preference(x, y, l2=0.01)
+    p = 1 / (1 + np.exp(-(x @ w)))
+    gradient = x.T @ (p - y) / len(y) + 2 * 0.01 * w
+    assert np.abs(gradient).max() < 1e-6
+    counts = np.zeros(len(y))
+    counts[:50] = 2  # choices 0..49 twice, 50..99 once, the rest not at all
+    counts[50:100] = 1
+    repeated = np.concatenate([np.arange(50), np.arange(50), np.arange(50, 100)])
+    assert A.fit_linear_preference(x, y, 0.01, weights=counts) == pytest.approx(
+        A.fit_linear_preference(x[repeated], y[repeated], 0.01), abs=1e-6)
+
+
+def test_laplace_covariance_is_the_inverse_hessian_and_shrinks_with_data():
+    rng = np.random.default_rng(8)
+    truth = np.array([1.0, -2.0])
+    x, y = _choices(rng, 400, truth)
+    w = A.fit_linear_preference(x, y, l2=0.001)
+    cov = A.laplace_covariance(w, x, 0.001)
+    # finite-difference Hessian of the total penalised NLL (n times the mean objective)
+    def total(v):
+        z = x @ v
+        return float(np.sum(np.logaddexp(0, z) - y * z) + len(y) * 0.001 * v @ v)
+    eps, hess = 1e-4, np.zeros((2, 2))
+    for i in range(2):
+        for j in range(2):
+            e_i, e_j = np.eye(2)[i] * eps, np.eye(2)[j] * eps
+            hess[i, j] = (total(w + e_i + e_j) - total(w + e_i - e_j) - total(w - e_i + e_j)
+                          + total(w - e_i - e_j)) / (4 * eps * eps)
+    assert np.linalg.inv(cov) == pytest.approx(hess, rel=1e-3)
+    small = A.laplace_covariance(A.fit_linear_preference(x[:40], y[:40], 0.001), x[:40], 0.001)
+    assert np.trace(small) > 4 * np.trace(cov)  # ten times the data: about a tenth of the variance
+    mode, samples = A.posterior_samples("laplace", x, y, 0.001, 4000, np.random.default_rng(9))
+    assert mode == pytest.approx(w)
+    assert np.cov(samples.T) == pytest.approx(cov, rel=0.1, abs=1e-4)
+    mode_b, boot = A.posterior_samples("bootstrap", x, y, 0.001, 200, np.random.default_rng(10))
+    # the bootstrap's spread and the Laplace spread measure the same uncertainty (within sampling error)
+    assert np.diag(np.cov(boot.T)) == pytest.approx(np.diag(cov), rel=0.35)
+    with pytest.raises(ValueError, match="posterior 'dropout'"):
+        A.posterior_samples("dropout", x, y, 0.001, 4, np.random.default_rng(0))
+
+
+def test_calibration_reads_errors_from_disagreement():
+    mode = np.array([1.0, 0.0])
+    # members agree along feature 0 and disagree along feature 1
+    samples = np.array([[1.0, 3.0], [1.0, -3.0], [1.0, 2.0], [1.0, -2.0]])
+    # pairs the mode gets right lie along feature 0; the ones it gets wrong have a large feature 1
+    x = np.array([[2.0, 0.0], [1.5, 0.0], [1.0, 0.1], [-0.2, 1.0], [-0.1, 2.0]])
+    result = A.uncertainty_calibration(samples, mode, x, bins=2)
+    assert result["error_auroc"] == 1.0
+    assert result["mode_accuracy"] == pytest.approx(0.6)
+    assert sum(row["pairs"] for row in result["reliability"]) == 5
+    assert 0 <= result["ece"] <= 0.5
+
+
+def test_label_savings_read_the_first_crossing_both_ways():
+    labels = np.array([100, 200, 300, 400])
+    random_curve = np.array([0.60, 0.64, 0.66, 0.68])
+    faster = np.array([0.60, 0.66, 0.70, 0.71])  # reaches 0.68 halfway between 200 and 300 labels
+    assert A.label_savings(labels, random_curve, faster) == pytest.approx(400 / 250)
+    slower = np.array([0.60, 0.62, 0.63, 0.64])  # random reaches 0.64 at 200 labels
+    assert A.label_savings(labels, random_curve, slower) == pytest.approx(200 / 400)
+    assert A.label_savings(labels, random_curve, random_curve) == pytest.approx(1.0)

@@ -16,6 +16,20 @@ probability p_k(a > b) = sigmoid(beta (r_k(a) - r_k(b))). The strategies rank ca
 ``gaussian_information_gain`` is the closed form for a linear reward with a Gaussian posterior
 observed with Gaussian noise, 1/2 log(1 + d' S d / noise^2); ``ensemble_information_gain`` is
 the same quantity estimated from an ensemble's samples (the two agree as the ensemble grows).
+
+Where the members come from (``posterior_samples``), for a linear reward r(x) = w . f(x) on
+frozen features, fitted to choices by the L2-penalised Bradley-Terry likelihood:
+
+- ``bootstrap``: K heads, each fitted to a resample (with replacement) of the labelled choices:
+  K fits a round;
+- ``laplace``: one fit, then the Gaussian the posterior looks like at its mode (covariance: the
+  inverse Hessian of the penalised negative log-likelihood), and K draws from it: one fit and
+  one D x D inverse a round, the cheaper of the two.
+
+``uncertainty_calibration`` measures whether that uncertainty means anything: on pairs whose
+true order is known, how well the members' disagreement picks out the pairs the mean model
+gets wrong (AUROC: 0.5 is no better than chance), and how confident the model is against how
+often it is right.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import math
 import numpy as np
 
 STRATEGIES = ("random", "uncertainty", "information", "thompson")
+POSTERIORS = ("laplace", "bootstrap")
 
 
 def all_pairs(n: int) -> np.ndarray:
@@ -116,3 +131,129 @@ def ensemble_information_gain(samples: np.ndarray, d: np.ndarray, noise: float) 
     spread of their predictions w_k . d in place of d' S d."""
     predictions = np.asarray(samples, dtype=float) @ np.asarray(d, dtype=float)
     return 0.5 * math.log1p(float(predictions.var(ddof=1)) / noise ** 2)
+
+
+# -- where the members come from ------------------------------------------------------------------
+
+
+def fit_linear_preference(x: np.ndarray, y: np.ndarray, l2: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """w minimising sum_i c_i BCE(sigmoid(x_i . w), y_i) / sum_i c_i + l2 ||w||^2, where x_i is
+    the feature difference of a choice's two options and y_i = 1 when the first was chosen (the
+    Bradley-Terry likelihood; ``weights`` c: counts of a bootstrap resample, default all 1).
+    Float64 L-BFGS: the objective is convex, so this is its optimum."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    y = torch.as_tensor(np.asarray(y, dtype=np.float64))
+    c = torch.ones(len(y), dtype=torch.float64) if weights is None else torch.as_tensor(
+        np.asarray(weights, dtype=np.float64))
+    if x.ndim != 2 or len(x) != len(y) or len(c) != len(y):
+        raise ValueError(f"x must be (choices, features) with one label and weight each; got x {tuple(x.shape)}, "
+                         f"y {tuple(y.shape)}, weights {tuple(c.shape)}")
+    if l2 < 0:
+        raise ValueError(f"l2 is {l2}; it must be 0 or more")
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w], lr=1.0, max_iter=500, history_size=20, tolerance_grad=1e-9,
+                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    total = c.sum().clamp_min(1e-12)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (c * torch.nn.functional.binary_cross_entropy_with_logits(x @ w, y, reduction="none")).sum() / total
+        loss = loss + l2 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    if len(y):
+        optimizer.step(closure)
+    return w.detach().numpy()
+
+
+def laplace_covariance(w: np.ndarray, x: np.ndarray, l2: float) -> np.ndarray:
+    """The covariance of the Laplace approximation at the mode ``w`` of that objective, read as a
+    posterior over n choices: the inverse of sum_i p_i (1 - p_i) x_i x_i' + 2 n l2 I."""
+    x = np.asarray(x, dtype=np.float64)
+    n, dim = x.shape
+    p = 1.0 / (1.0 + np.exp(-(x @ w)))
+    hessian = (x * (p * (1 - p))[:, None]).T @ x + 2.0 * max(n, 1) * l2 * np.eye(dim)
+    return np.linalg.inv(hessian)
+
+
+def posterior_samples(method: str, x: np.ndarray, y: np.ndarray, l2: float, members: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(the fit on every choice (D,), ``members`` weight vectors standing for the posterior (K, D))."""
+    if method not in POSTERIORS:
+        raise ValueError(f"posterior {method!r}: choose from {', '.join(POSTERIORS)}")
+    if members < 2:
+        raise ValueError(f"members is {members}; an ensemble needs at least 2 to disagree")
+    mode = fit_linear_preference(x, y, l2)
+    if method == "laplace":
+        covariance = laplace_covariance(mode, x, l2)
+        root = np.linalg.cholesky(covariance + 1e-12 * np.eye(len(mode)))
+        return mode, mode + rng.standard_normal((members, len(mode))) @ root.T
+    n = len(y)
+    draws = [fit_linear_preference(x, y, l2, weights=rng.multinomial(n, np.full(n, 1.0 / n)))
+             for _ in range(members)]
+    return mode, np.stack(draws)
+
+
+def uncertainty_calibration(samples: np.ndarray, mode: np.ndarray, x: np.ndarray, bins: int = 5) -> dict:
+    """How the posterior's uncertainty tracks the mode's errors, on pairs whose true order is known
+    (each row of ``x`` is better minus worse):
+
+    - ``error_auroc``: the chance that a pair the mode orders wrongly has more mutual information
+      (the members' disagreement) than a pair it orders rightly (ties count a half; 0.5: the
+      uncertainty says nothing about errors);
+    - ``reliability``: pairs binned by the predictive confidence max(p, 1 - p) of the members'
+      mean probability, each bin's mean confidence beside its accuracy; ``ece`` their weighted gap."""
+    x = np.asarray(x, dtype=np.float64)
+    right = (x @ mode) > 0
+    p = 1.0 / (1.0 + np.exp(-(x @ np.asarray(samples).T)))  # (P, K)
+    information = mutual_information(p.T)
+    wrong_info, right_info = information[~right], information[right]
+    if len(wrong_info) and len(right_info):
+        greater = (wrong_info[:, None] > right_info[None, :]).mean()
+        ties = (wrong_info[:, None] == right_info[None, :]).mean()
+        auroc = float(greater + 0.5 * ties)
+    else:
+        auroc = math.nan
+    mean_p = p.mean(axis=1)
+    confidence = np.maximum(mean_p, 1 - mean_p)
+    predicted_right = mean_p > 0.5
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    table, ece = [], 0.0
+    for k in range(bins):
+        inside = (confidence >= edges[k]) & ((confidence < edges[k + 1]) | (k == bins - 1))
+        if inside.any():
+            conf, acc = float(confidence[inside].mean()), float(predicted_right[inside].mean())
+            table.append({"low": float(edges[k]), "high": float(edges[k + 1]), "pairs": int(inside.sum()),
+                          "confidence": conf, "accuracy": acc})
+            ece += inside.mean() * abs(conf - acc)
+    return {"error_auroc": auroc, "reliability": table, "ece": float(ece), "pairs": int(len(x)),
+            "mode_accuracy": float(right.mean()) if len(x) else math.nan}
+
+
+def label_savings(labels: np.ndarray, random_curve: np.ndarray, curve: np.ndarray) -> float:
+    """Labels random needs to reach its final accuracy, over the labels ``curve`` needs to reach it
+    (both read by linear interpolation on the shared label counts, at the first crossing). A curve
+    that never reaches it saves less than 1x: then the ratio is the labels random needs to reach
+    this curve's final accuracy over all the labels this curve used."""
+    labels = np.asarray(labels, dtype=float)
+    random_curve, curve = np.asarray(random_curve, dtype=float), np.asarray(curve, dtype=float)
+    if not (len(labels) == len(random_curve) == len(curve)) or len(labels) < 2:
+        raise ValueError("labels and both curves need the same length, at least 2 points")
+
+    def needed(values: np.ndarray, target: float) -> float:
+        if values[0] >= target:
+            return float(labels[0])
+        for k in range(1, len(values)):
+            if values[k] >= target:
+                fraction = (target - values[k - 1]) / (values[k] - values[k - 1])
+                return float(labels[k - 1] + fraction * (labels[k] - labels[k - 1]))
+        return math.inf
+
+    target = random_curve[-1]
+    own = needed(curve, target)
+    if math.isfinite(own):
+        return float(labels[-1] / own)
+    return float(needed(random_curve, curve[-1]) / labels[-1])
