@@ -149,3 +149,5 @@ def test_label_savings_read_the_first_crossing_both_ways():
     slower = np.array([0.60, 0.62, 0.63, 0.64])  # random reaches 0.64 at 200 labels
     assert A.label_savings(labels, random_curve, slower) == pytest.approx(200 / 400)
     assert A.label_savings(labels, random_curve, random_curve) == pytest.approx(1.0)
+    flat = np.array([0.60, 0.58, 0.61, 0.60])  # random gained nothing: it "needed" its first 100 labels
+    assert A.label_savings(labels, flat, faster) == pytest.approx(1.0)

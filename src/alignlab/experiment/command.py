@@ -13,6 +13,9 @@ from typing import Literal
 
 from alignlab.cli import Command
 from alignlab.errors import AlignlabError
+from alignlab.experiment.active import STUDY_STAGES as ACTIVE_STAGES
+from alignlab.experiment.active import ActiveProfile, get_active_profile, run_active_stages
+from alignlab.experiment.active import profile_from_dict as active_profile_from_dict
 from alignlab.experiment.pipeline import STAGES, Experiment, run_stages
 from alignlab.experiment.process import STUDY_STAGES as PROCESS_STAGES
 from alignlab.experiment.process import ProcessProfile, get_process_profile, run_process_stages
@@ -27,8 +30,8 @@ class ExperimentConfig:
     """The writing-prompts RLHF experiment: base samples, simulated labels, a proxy reward model,
     best-of-n / DPO / PPO over a sweep of pressure, gold evaluation, Goodhart fits, a report."""
 
-    study: Literal["rlhf", "process"] = "rlhf"
-    """Which study: 'rlhf' (the writing-prompts RLHF experiment) or 'process' (outcome against process supervision at equal labelling cost, on arithmetic chains)."""
+    study: Literal["rlhf", "process", "active"] = "rlhf"
+    """Which study: 'rlhf' (the writing-prompts RLHF experiment), 'process' (outcome against process supervision at equal labelling cost, on arithmetic chains) or 'active' (which comparisons to ask for: query strategies against random, in labels saved)."""
     profile: Literal["test", "quick", "standard", "full"] = "quick"
     """Size: 'test' (tiny model, minutes), 'quick' (embedded model, within 15 min on a 2-core CPU), 'standard' (90 min), 'full' (a GPU)."""
     model: str | None = None
@@ -42,7 +45,7 @@ class ExperimentConfig:
     resume: str | None = None
     """Resume this experiment (id or folder) after its last finished stage."""
     stop_after: str | None = None
-    """Stop after this stage (rlhf: prompts, vocabulary, samples, labels, reward, bon, dpo, ppo, rloo, grpo, evaluate, report; process: prompts, policy, vocabulary, samples, features, fits, decomposition, rl, report)."""
+    """Stop after this stage (rlhf: prompts, vocabulary, samples, labels, reward, bon, dpo, ppo, rloo, grpo, evaluate, report; process: prompts, policy, vocabulary, samples, features, fits, decomposition, rl, report; active: prompts, vocabulary, samples, features, rounds, report)."""
     isolate: bool = True
     """Run each stage in a fresh process: peak memory is then the largest stage's, not what earlier stages left behind."""
 
@@ -52,6 +55,8 @@ def _log(message: str) -> None:
 
 
 def stages_of(exp: Experiment) -> tuple[str, ...]:
+    if isinstance(exp.profile, ActiveProfile):
+        return ACTIVE_STAGES
     return PROCESS_STAGES if isinstance(exp.profile, ProcessProfile) else STAGES
 
 
@@ -64,10 +69,17 @@ def open_experiment(config: ExperimentConfig, progress: bool = True) -> Experime
         saved = json.loads((info.path / "profile.json").read_text())
         if saved.get("study") == "process":
             profile = process_profile_from_dict(saved)
+        elif saved.get("study") == "active":
+            profile = active_profile_from_dict(saved)
         else:
             profile = Profile(**{k: tuple(v) if isinstance(v, list) and k != "notes" else v for k, v in saved.items()})
         exp = Experiment(Run(info.id, info.path), profile, int(info.config.get("seed", 0)), progress, _log,
                          task=info.config.get("task") or "writing-prompts")
+    elif config.study == "active":
+        profile = get_active_profile(config.profile, model=config.model, dtype=config.dtype)
+        run = Run.create("experiment", config, seed=config.seed)
+        atomic_write_json(run.path / "profile.json", dataclasses.asdict(profile))
+        exp = Experiment(run, profile, config.seed, progress, _log, task=config.task)
     elif config.study == "process":
         if config.task != "writing-prompts":
             raise ValueError("--task: the process study has its own task (arithmetic chains); leave --task out")
@@ -104,7 +116,9 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Experimen
     exp = open_experiment(config, progress)
     _log(f"experiment {exp.run.id} ({exp.path}), profile {config.profile if not config.resume else 'as saved'}")
     if not config.isolate:
-        if isinstance(exp.profile, ProcessProfile):
+        if isinstance(exp.profile, ActiveProfile):
+            results = run_active_stages(exp, config.stop_after)
+        elif isinstance(exp.profile, ProcessProfile):
             results = run_process_stages(exp, config.stop_after)
         else:
             results = run_stages(exp, config.stop_after)
@@ -135,6 +149,14 @@ def run_experiment_command(config: ExperimentConfig) -> int:
               f"`alignlab experiment --resume {exp.run.id}`")
         return 0
     summary = json.loads(exp.file("summary.json").read_text())
+    if summary.get("study") == "active":
+        print(summary["headline"])
+        t = summary["active"]["target"]
+        print(f"label_savings ({t['best_strategy']}): {t['value']:.2f}x (95% CI {t['ci'][0]:.2f}-{t['ci'][1]:.2f}) "
+              f"[{'met' if t['met'] else 'NOT met'}; target {t['target']}x]")
+        print(f"report: {report['report']}")
+        print(f"summary: {report['summary']}")
+        return 0
     if summary.get("study") == "process":
         print(summary["headline"])
         step = summary["prm_step_accuracy"]
@@ -157,5 +179,5 @@ def run_experiment_command(config: ExperimentConfig) -> int:
 
 
 EXPERIMENT = Command("experiment", "the writing-prompts RLHF experiment with a Goodhart ledger and a report "
-                     "(or --study process: process against outcome supervision)",
+                     "(or --study process: process against outcome supervision; --study active: which comparisons to ask)",
                      ExperimentConfig, run_experiment_command)

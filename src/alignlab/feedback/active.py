@@ -95,6 +95,38 @@ def choose_pairs(strategy: str, rewards: np.ndarray, count: int, rng: np.random.
     return pairs[order[:count]]
 
 
+def next_questions(strategy: str, rewards: np.ndarray, pairs: np.ndarray, asked: np.ndarray, count: int,
+                   rng: np.random.Generator, groups: np.ndarray, beta: float = 1.0) -> list[int]:
+    """Indices into ``pairs`` (text indices, each pair within one group: a prompt) of the ``count``
+    questions a strategy asks next, never one already ``asked``. ``rewards`` is (members, texts);
+    ``groups`` the group of each text. Double Thompson sampling draws a group with open questions
+    at random and pairs two members' best texts of it (any open pair of it when the draws reach
+    none)."""
+    pairs = np.asarray(pairs, dtype=int).reshape(-1, 2)
+    groups = np.asarray(groups)
+    index = {(int(a), int(b)): k for k, (a, b) in enumerate(pairs.tolist())}
+    open_ = np.flatnonzero(~asked)
+    if strategy != "thompson":
+        chosen = choose_pairs(strategy, rewards, count, rng, pairs=pairs[open_], beta=beta)
+        return [index[(int(a), int(b))] for a, b in chosen.tolist()]
+    pair_group = groups[pairs[:, 0]]
+    picked: list[int] = []
+    taken = np.asarray(asked, dtype=bool).copy()
+    while len(picked) < count and not taken.all():
+        group = rng.choice(np.unique(pair_group[~taken]))
+        texts = np.flatnonzero(groups == group)
+        draws = choose_pairs("thompson", rewards[:, texts], len(texts) * (len(texts) - 1) // 2, rng)
+        for a, b in draws.tolist():
+            k = index.get((int(texts[a]), int(texts[b])), index.get((int(texts[b]), int(texts[a]))))
+            if k is not None and not taken[k]:
+                break
+        else:  # every pair the draws reach is asked: any open pair of this group
+            k = int(rng.choice(np.flatnonzero((pair_group == group) & ~taken)))
+        picked.append(k)
+        taken[k] = True
+    return picked
+
+
 def _double_thompson(rewards: np.ndarray, count: int, rng: np.random.Generator, tries: int) -> np.ndarray:
     members, n = rewards.shape
     chosen: list[tuple[int, int]] = []
@@ -235,7 +267,8 @@ def uncertainty_calibration(samples: np.ndarray, mode: np.ndarray, x: np.ndarray
 
 def label_savings(labels: np.ndarray, random_curve: np.ndarray, curve: np.ndarray) -> float:
     """Labels random needs to reach its final accuracy, over the labels ``curve`` needs to reach it
-    (both read by linear interpolation on the shared label counts, at the first crossing). A curve
+    (both read by linear interpolation on the shared label counts, at the first crossing: a random
+    curve that is as good at its start as at its end needs only its first labels). A curve
     that never reaches it saves less than 1x: then the ratio is the labels random needs to reach
     this curve's final accuracy over all the labels this curve used."""
     labels = np.asarray(labels, dtype=float)
@@ -255,5 +288,5 @@ def label_savings(labels: np.ndarray, random_curve: np.ndarray, curve: np.ndarra
     target = random_curve[-1]
     own = needed(curve, target)
     if math.isfinite(own):
-        return float(labels[-1] / own)
+        return float(needed(random_curve, target) / own)
     return float(needed(random_curve, curve[-1]) / labels[-1])
