@@ -483,3 +483,26 @@ def test_the_page_imports_an_exoloom_export(page, live_loom, tree, tmp_path):
     imported = next(t for t in store.trees() if t["title"] == "fox")  # the file's name titles it from the page
     assert page.evaluate("window.loom.state.tree.tree.id") == imported["id"]
     assert len(store.tree_nodes(imported["id"])) == 4
+
+
+def test_ask_me_offers_a_pair_says_why_and_asks_again_after_the_answer(page, live_loom, tree):
+    url, store = live_loom
+    kids = [store.add_nodes(tree["root_id"], [{"text": t, "source": "human", "intervention_bits": None}], "tester",
+                            kind="write")[0] for t in (" the sea was calm.", " a gull cried.", " rain fell.")]
+    open_tree(page, url, tree["id"], kids[0]["id"])  # asking moves to the pair's parent, wherever one stands
+    page.click("#ask-me")
+    page.wait_for_selector("#ask-why")
+    page.wait_for_function(f"window.loom.state.current === '{tree['root_id']}'")
+    assert "nats" in page.inner_text("#ask-why") and "Asked because" in page.inner_text("#ask-why")
+    first = page.evaluate("window.loom.state.ask.pair")
+    assert {first["a"], first["b"]} <= {k["id"] for k in kids}
+    page.click("#prefer-a")
+    page.wait_for_function("window.loom.state.askHistory.length === 2")  # the next question, after learning
+    (event,) = store.events(tree["id"], kinds=["compare"])
+    assert (event["payload"]["a"], event["payload"]["b"], event["payload"]["choice"]) == (first["a"], first["b"], "a")
+    second = page.evaluate("window.loom.state.ask.pair")
+    assert frozenset(second.values()) != frozenset(first.values())
+    assert "→" in page.inner_text("#ask-why")  # the uncertainty trail, question by question
+    page.click("#stop-asking")
+    page.wait_for_selector("#compare", state="hidden")
+    assert page.evaluate("window.loom.state.ask") is None

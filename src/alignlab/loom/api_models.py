@@ -297,6 +297,27 @@ def reward(node_id: str, request: Request, model: str, s: Store = Depends(store)
     return {"model": model, "node_id": node_id, "reward": float(mean[0]), "ensemble_std": float(spread[0])}
 
 
+@router.get("/trees/{tree_id}/ask")
+def ask_me(tree_id: str, request: Request, model: str | None = None, s: Store = Depends(store)) -> dict:
+    """Ask me: the sibling pair of this tree whose comparison the loom most wants (the most
+    expected information under a reward head fitted on the tree's compare judgements so far, on a
+    local model's features; loom/ask.py), with why, and the model's uncertainty over every open
+    pair (it falls as answers come in). ``pair`` is null, with ``why``, when nothing is left to ask.
+    Answer it as any comparison: ``POST /trees/{id}/feedback`` with kind compare."""
+    from alignlab.loom.ask import ask
+
+    nodes = s.tree_nodes(tree_id)
+    events = s.events(tree_id, kinds=["compare"])
+    registry = request.app.state.models
+    caches = request.app.state.ask_features
+
+    def work(job):
+        slot = registry.local(model, "asking (its features)")
+        return ask(nodes, events, slot, caches.setdefault(slot.name, {}))
+
+    return request.app.state.worker.call(work)
+
+
 @router.get("/nodes/{node_id}/step-scores")
 def step_scores(node_id: str, request: Request, model: str, s: Store = Depends(store),
                 by: Annotated[str, Query(max_length=16)] = "lines") -> dict:

@@ -105,6 +105,7 @@ def create_app(settings: LoomSettings):
                                      context_tokens=settings.context_tokens,
                                      endpoints=settings.endpoints if settings.load_models else [])
     app.state.jobs = {}
+    app.state.ask_features = {}  # model name -> (prompt, text) features for Ask me (loom/ask.py)
     app.state.presence = defaultdict(Counter)  # tree id -> annotator -> open live streams
 
     @app.exception_handler(LoomError)

@@ -9,6 +9,8 @@ const state = {
   lastChild: new Map(),
   models: [],
   compare: [],
+  ask: null,         // Ask me: the question on show ({pair, why, information, uncertainty, ...}) while asking
+  askHistory: [],    // the model's uncertainty over open pairs at each question of this tree
 };
 
 const $ = (id) => document.getElementById(id);
@@ -675,17 +677,41 @@ function renderCompare() {
   const box = $("compare");
   if (state.compare.length !== 2) { box.hidden = true; return; }
   const [a, b] = state.compare.map((id) => state.nodes.get(id));
+  const asked = state.ask && state.ask.pair && state.ask.pair.a === a.id && state.ask.pair.b === b.id;
   const choose = (choice) => async () => {
     await feedback("compare", {a: a.id, b: b.id, choice, strength: +$("strength").value / 100});
     state.compare = [];
     renderChildren();
+    if (asked) await askMe();  // the answer is learnt from before the next question
   };
   box.replaceChildren(
     el("div", {class: "side"}, el("div", {class: "compare-text"}, a.text), el("button", {id: "prefer-a", onclick: choose("a")}, "A is better")),
     el("div", {class: "side"}, el("div", {class: "compare-text"}, b.text), el("button", {id: "prefer-b", onclick: choose("b")}, "B is better")),
     el("div", {}, el("label", {}, "strength ", el("input", {id: "strength", type: "range", min: "0", max: "100", value: "100"})),
        el("button", {id: "tie", onclick: choose("tie")}, "Tie"), el("button", {id: "cant-tell", onclick: choose("cant_tell")}, "Can't tell")));
+  if (asked) {
+    const trail = state.askHistory.map((u) => u.toFixed(3)).join(" → ");
+    box.append(el("div", {id: "ask-why", class: "ask-why"},
+      `Asked because ${state.ask.why}. The model's uncertainty over open pairs (nats), question by question: ${trail}. `,
+      el("button", {id: "stop-asking", onclick: () => { state.ask = null; state.compare = []; renderChildren(); status("stopped asking"); }}, "Stop asking")));
+  }
   box.hidden = false;
+}
+
+// Ask me: the server fits a reward head on this tree's comparisons and names the sibling pair
+// whose answer would teach it most (loom/ask.py); the person answers it like any comparison.
+async function askMe() {
+  const model = $("model-select").value;
+  status("choosing a question…");
+  const q = await getJSON(`/trees/${state.tree.tree.id}/ask` + (model ? `?model=${encodeURIComponent(model)}` : ""));
+  if (!q.pair) { state.ask = null; status(q.why); return; }
+  if (!state.ask) state.askHistory = [];
+  state.ask = q;
+  state.askHistory.push(q.uncertainty);
+  await select(state.nodes.get(q.pair.a).parent_id);
+  state.compare = [q.pair.a, q.pair.b];
+  renderChildren();
+  status(`asking: ${q.open} open pairs, ${q.answered} answered`);
 }
 
 async function rankChildren() {
@@ -953,6 +979,7 @@ async function start() {
     const tree = await send("POST", "/trees", {prompt});
     await loadTrees(tree.id);
   });
+  $("ask-me").addEventListener("click", askMe);
   $("generate").addEventListener("click", generate);
   $("write").addEventListener("click", () => openEditor("write"));
   $("edit").addEventListener("click", () => openEditor("edit"));
