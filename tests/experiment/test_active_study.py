@@ -93,7 +93,7 @@ def test_a_planted_linear_gold_is_learnt_by_every_strategy_from_the_same_start(t
             <= active["label_savings"][s]["ci"][1]
         assert 0.0 <= active["strategies"][s]["calibration"]["error_auroc"] <= 1.0
     assert active["label_savings"]["random"]["value"] == pytest.approx(1.0)
-    assert active["target"]["best_strategy"] == "information"
+    assert active["target"]["strategy"] == "information"  # named by the profile, not the best
     assert active["best_of_n"]["information"]["gold"] > summary["active"]["base_gold"]  # the head picks better
 
 
@@ -102,6 +102,8 @@ def test_active_profiles_refuse_unknown_strategies_and_need_random():
         get_active_profile("test", strategies=("information",))
     with pytest.raises(ValueError, match="choose from random, uncertainty, information, thompson"):
         get_active_profile("test", strategies=("random", "oracle"))
+    with pytest.raises(ValueError, match="headline 'random': name one of the strategies other than random"):
+        get_active_profile("test", headline="random")
     with pytest.raises(ValueError, match="the active study has profiles test, quick, standard"):
         get_active_profile("full")
 
@@ -122,7 +124,7 @@ def test_active_study_end_to_end_on_the_tiny_model(capsys):
         assert {"value", "ci"} <= set(active["label_savings"][name])
     first = {s: v["curve"][0]["accuracy"] for s, v in active["strategies"].items()}
     assert len(set(first.values())) == 1  # every strategy starts from the same labels
-    assert {"best_strategy", "value", "ci", "target", "met"} <= set(active["target"])
+    assert {"strategy", "value", "ci", "target", "met", "ci_excludes_1"} <= set(active["target"])
     html = (exp.path / "report.html").read_text()
     assert "Which comparisons to ask for" in html and html.count("data:image/png;base64,") == 2
     run_experiment(ExperimentConfig(resume=exp.run.id, isolate=False), progress=False)

@@ -152,7 +152,7 @@ def run_experiment_command(config: ExperimentConfig) -> int:
     if summary.get("study") == "active":
         print(summary["headline"])
         t = summary["active"]["target"]
-        print(f"label_savings ({t['best_strategy']}): {t['value']:.2f}x (95% CI {t['ci'][0]:.2f}-{t['ci'][1]:.2f}) "
+        print(f"label_savings ({t['strategy']}): {t['value']:.2f}x (95% CI {t['ci'][0]:.2f}-{t['ci'][1]:.2f}) "
               f"[{'met' if t['met'] else 'NOT met'}; target {t['target']}x]")
         print(f"report: {report['report']}")
         print(f"summary: {report['summary']}")
