@@ -300,7 +300,9 @@ function shade(logprob) {
 }
 
 async function renderReader() {
-  const path = await getJSON(`/nodes/${state.current}/path`);
+  const asked = state.current;
+  const path = await getJSON(`/nodes/${asked}/path`);
+  if (asked !== state.current) return;  // moved on while the path loaded: the newer selection renders its own
   const article = $("read-view");
   const parts = [];
   path.nodes.forEach((n) => {
