@@ -417,13 +417,8 @@ def stage_report(exp) -> dict:
 
 def run_active_stages(exp, stop_after: str | None = None) -> dict:
     """Run every stage of the study in order (cached ones are skipped); stop after ``stop_after``."""
-    from alignlab.experiment.pipeline import stage_prompts, stage_samples, stage_vocabulary
+    from alignlab.experiment.pipeline import run_stages, stage_prompts, stage_samples, stage_vocabulary
 
     functions = {"prompts": stage_prompts, "vocabulary": stage_vocabulary, "samples": stage_samples,
                  "features": stage_features, "rounds": stage_rounds, "report": stage_report}
-    results = {}
-    for name in STUDY_STAGES:
-        results[name] = exp.stage(name, functions[name])
-        if name == stop_after:
-            break
-    return results
+    return run_stages(exp, stop_after, STUDY_STAGES, functions)

@@ -541,13 +541,16 @@ STAGE_FUNCTIONS: dict[str, Callable[[Experiment], dict]] = {
 }
 
 
-def run_stages(exp: Experiment, stop_after: str | None = None) -> dict:
-    """Run every stage in order (cached ones are skipped); stop after ``stop_after`` if given."""
-    if stop_after is not None and stop_after not in STAGES:
-        raise ValueError(f"unknown stage {stop_after!r}; stages are {', '.join(STAGES)}")
+def run_stages(exp: Experiment, stop_after: str | None = None, order: tuple[str, ...] = STAGES,
+               functions: dict | None = None) -> dict:
+    """Run every stage of ``order`` (default: this experiment's) in turn, cached ones skipped;
+    stop after ``stop_after`` if given. The studies pass their own stages and functions."""
+    functions = STAGE_FUNCTIONS if functions is None else functions
+    if stop_after is not None and stop_after not in order:
+        raise ValueError(f"unknown stage {stop_after!r}; stages are {', '.join(order)}")
     results = {}
-    for name in STAGES:
-        results[name] = exp.stage(name, STAGE_FUNCTIONS[name])
+    for name in order:
+        results[name] = exp.stage(name, functions[name])
         if name == stop_after:
             break
     return results

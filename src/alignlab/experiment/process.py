@@ -693,9 +693,6 @@ STAGE_FUNCTIONS = {"prompts": stage_prompts, "policy": stage_policy, "vocabulary
 
 def run_process_stages(exp, stop_after: str | None = None) -> dict:
     """Run every stage of the study in order (cached ones are skipped); stop after ``stop_after``."""
-    results = {}
-    for name in STUDY_STAGES:
-        results[name] = exp.stage(name, STAGE_FUNCTIONS[name])
-        if name == stop_after:
-            break
-    return results
+    from alignlab.experiment.pipeline import run_stages
+
+    return run_stages(exp, stop_after, STUDY_STAGES, STAGE_FUNCTIONS)
